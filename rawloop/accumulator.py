@@ -1,0 +1,93 @@
+"""What the Responses and Chat accumulators share: JSON parsing of event data,
+event counting, and the finish rules.
+
+An accumulator is sans-IO: ``feed(event)`` returns deltas, ``finish()`` returns
+the Turn. The loop calls ``parse`` and ``apply`` separately so that the
+``on_event`` hook sees the parsed JSON without it being parsed twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import IncompleteStream, InvalidEventData
+from .sse import ServerSentEvent
+from .turn import Delta, Turn
+
+__all__ = ["Accumulator"]
+
+DONE_SENTINEL = "[DONE]"
+
+
+class Accumulator:
+    """Base class: subclasses implement ``apply``."""
+
+    dialect = ""
+
+    def __init__(self) -> None:
+        self.turn = Turn(dialect=self.dialect)
+        #: True once a terminal event (completed/incomplete/failed, ``[DONE]``) arrived.
+        self.done = False
+        #: True once the server reported an error inside the stream.
+        self.errored = False
+        self.event_index = -1
+
+    def parse(self, event: ServerSentEvent) -> Any:
+        """Parse one event's data; ``None`` for the ``[DONE]`` sentinel.
+
+        Raises ``InvalidEventData`` (with the event index and byte offset) when
+        the data is not a JSON object.
+        """
+        self.event_index += 1
+        self.turn.event_count += 1
+        data = event.data
+        if data == DONE_SENTINEL:
+            return None
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise self._bad(event, f"data is not valid JSON ({exc.msg})") from None
+        if not isinstance(payload, dict):
+            raise self._bad(event, f"data is JSON {type(payload).__name__}, not an object")
+        return payload
+
+    def apply(self, payload: Any, event: ServerSentEvent) -> list[Delta]:
+        """Fold one parsed event into the turn; return its deltas."""
+        raise NotImplementedError
+
+    def feed(self, event: ServerSentEvent) -> list[Delta]:
+        """``parse`` then ``apply``."""
+        return self.apply(self.parse(event), event)
+
+    def finish(self) -> Turn:
+        """The finished turn.
+
+        A stream that ended with neither a terminal event nor an error event
+        raises ``IncompleteStream`` carrying the partial turn.
+        """
+        self._finalize()
+        if not self.done and not self.errored:
+            raise IncompleteStream(
+                f"stream ended after {self.turn.event_count} events without a terminal event",
+                partial=self.turn,
+            )
+        return self.turn
+
+    def partial_turn(self) -> Turn:
+        """The turn as far as the stream got, without the terminal-event check."""
+        self._finalize()
+        return self.turn
+
+    def _finalize(self) -> None:
+        """Hook for subclasses: build the derived fields of the turn."""
+
+    def _bad(self, event: ServerSentEvent, what: str) -> InvalidEventData:
+        self._finalize()
+        return InvalidEventData(
+            f"event {self.event_index} (at byte {event.offset}, type {event.event!r}): {what}",
+            event_index=self.event_index,
+            offset=event.offset,
+            partial=self.turn,
+        )

@@ -1,0 +1,443 @@
+"""The Responses API dialect: request bodies, and an accumulator from events to a Turn.
+
+Theory of operation
+-------------------
+Every streamed event carries a ``type`` in its JSON (the ``event:`` line is a
+copy of it on OpenAI, and absent on OpenRouter), so dispatch is one dict
+lookup from the type to a handler. Handlers keep three kinds of state:
+
+* output items by ``output_index``: announced by ``response.output_item.added``,
+  replaced by the finished item in ``response.output_item.done``;
+* function calls by ``item_id``: on the real API ``function_call_arguments.*``
+  events carry neither ``call_id`` nor ``name``, so those come from the item
+  that ``output_item.added`` announced;
+* text, reasoning and refusal fragments by (item, part), joined at the end.
+
+The terminal events (``response.completed``, ``.incomplete``, ``.failed``,
+``.cancelled``) carry the whole response object; its ``output`` list is what
+the next request sends back as input. Events this module does not know are
+kept verbatim on ``Turn.unknown_events``: a debugging tool must not drop what
+it does not understand. Gaps in ``sequence_number`` become warnings; streams
+from early 2025 have no ``sequence_number`` at all, which is fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .accumulator import Accumulator
+from .errors import ConfigurationError
+from .sse import ServerSentEvent
+from .turn import Delta, FunctionCall
+
+__all__ = [
+    "ResponsesAccumulator",
+    "build_request",
+    "normalize_input",
+    "tool_result_items",
+    "tool_schema",
+]
+
+_TERMINAL_STATUS = {
+    "response.completed": "completed",
+    "response.incomplete": "incomplete",
+    "response.failed": "failed",
+    "response.cancelled": "cancelled",
+}
+
+# Events that only report progress: they become lifecycle deltas and change
+# nothing on the Turn (the items they describe arrive in output_item.done).
+_PROGRESS_EVENTS = (
+    "response.content_part.added",
+    "response.content_part.done",
+    "response.output_text.annotation.added",
+    "response.reasoning_summary_part.added",
+    "response.reasoning_summary_part.done",
+    "response.reasoning_summary_text.done",
+    "response.reasoning_text.done",
+    "response.refusal.done",
+    "response.web_search_call.in_progress",
+    "response.web_search_call.searching",
+    "response.web_search_call.completed",
+    "response.file_search_call.in_progress",
+    "response.file_search_call.searching",
+    "response.file_search_call.completed",
+    "response.code_interpreter_call.in_progress",
+    "response.code_interpreter_call.interpreting",
+    "response.code_interpreter_call.completed",
+    "response.code_interpreter_call_code.delta",
+    "response.code_interpreter_call_code.done",
+    "response.mcp_call.in_progress",
+    "response.mcp_call.completed",
+    "response.mcp_call.failed",
+    "response.mcp_call_arguments.delta",
+    "response.mcp_call_arguments.done",
+    "response.mcp_list_tools.in_progress",
+    "response.mcp_list_tools.completed",
+    "response.mcp_list_tools.failed",
+    "response.image_generation_call.in_progress",
+    "response.image_generation_call.generating",
+    "response.image_generation_call.partial_image",
+    "response.image_generation_call.completed",
+    "response.custom_tool_call_input.delta",
+    "response.custom_tool_call_input.done",
+)
+
+
+@dataclass(slots=True)
+class _CallState:
+    item_id: str
+    output_index: int
+    call_id: str | None
+    name: str | None
+    fragments: list[str] = field(default_factory=list)
+    arguments: str | None = None  # from function_call_arguments.done
+    announced: bool = False  # a "call" delta went out
+
+
+Handler = Callable[[dict[str, Any], str], list[Delta]]
+
+
+class ResponsesAccumulator(Accumulator):
+    """Folds Responses API stream events into deltas and a ``Turn``."""
+
+    dialect = "responses"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items: dict[int, dict[str, Any]] = {}
+        self._index_of_item: dict[str, int] = {}
+        self._calls: dict[str, _CallState] = {}
+        self._text: dict[tuple[str, int], list[str]] = {}
+        self._reasoning: dict[tuple[str, int], list[str]] = {}
+        self._refusal: list[str] = []
+        self._last_seq: int | None = None
+        self._handlers: dict[str, Handler] = {
+            "response.output_text.delta": self._on_text_delta,
+            "response.output_text.done": self._on_text_done,
+            "response.function_call_arguments.delta": self._on_args_delta,
+            "response.function_call_arguments.done": self._on_args_done,
+            "response.output_item.added": self._on_item_added,
+            "response.output_item.done": self._on_item_done,
+            "response.reasoning_summary_text.delta": self._on_reasoning_delta,
+            "response.reasoning_text.delta": self._on_reasoning_delta,
+            "response.refusal.delta": self._on_refusal_delta,
+            "response.created": self._on_response_update,
+            "response.in_progress": self._on_response_update,
+            "response.queued": self._on_response_update,
+            "response.completed": self._on_terminal,
+            "response.incomplete": self._on_terminal,
+            "response.failed": self._on_terminal,
+            "response.cancelled": self._on_terminal,
+            "error": self._on_error,
+        }
+        for name in _PROGRESS_EVENTS:
+            self._handlers[name] = self._on_progress
+
+    def apply(self, payload: Any, event: ServerSentEvent) -> list[Delta]:
+        if payload is None:  # "data: [DONE]", sent by OpenRouter after the terminal event
+            if not self.done:
+                self.turn.warnings.append("[DONE] arrived before any terminal response event")
+            return []
+        etype = payload.get("type")
+        if not isinstance(etype, str):
+            etype = event.event
+            if etype == "message":
+                raise self._bad(event, "event has no 'type' in its data and no 'event:' line")
+        seq = payload.get("sequence_number")
+        if seq is not None:
+            last = self._last_seq
+            if last is not None and seq != last + 1:
+                self.turn.warnings.append(
+                    f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
+                )
+            self._last_seq = seq
+        handler = self._handlers.get(etype)
+        if handler is None:
+            self.turn.unknown_events.append(payload)
+            return [Delta("unknown", type=etype)]
+        try:
+            return handler(payload, etype)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise self._bad(event, f"unexpected shape for {etype}: {exc!r}") from None
+
+    # -- handlers, most frequent first ----------------------------------------
+
+    def _on_text_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        item_id = p.get("item_id") or ""
+        key = (item_id, p.get("content_index") or 0)
+        parts = self._text.get(key)
+        if parts is None:
+            parts = self._text[key] = []
+        delta = p["delta"]
+        parts.append(delta)
+        return [Delta("text", delta, etype, item_id, p.get("output_index") or 0)]
+
+    def _on_args_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        call = self._call_for(p)
+        delta = p["delta"]
+        call.fragments.append(delta)
+        return [
+            Delta(
+                "arguments", delta, etype, call.item_id, call.output_index, call.call_id, call.name
+            )
+        ]
+
+    def _on_args_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        call = self._call_for(p)
+        arguments = p.get("arguments")
+        if isinstance(arguments, str):
+            streamed = "".join(call.fragments)
+            if call.fragments and streamed != arguments:
+                self.turn.warnings.append(
+                    f"arguments of {call.item_id} differ between deltas and "
+                    "function_call_arguments.done; using the done event's"
+                )
+            call.arguments = arguments
+        return self._announce(call, etype)
+
+    def _on_text_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        text = p.get("text")
+        key = (p.get("item_id") or "", p.get("content_index") or 0)
+        parts = self._text.get(key)
+        if isinstance(text, str) and (parts is None or "".join(parts) != text):
+            if parts is not None:
+                self.turn.warnings.append(
+                    f"text of {key[0]} differs between deltas and output_text.done; "
+                    "using the done event's"
+                )
+            self._text[key] = [text]
+        return [Delta("lifecycle", type=etype, item_id=key[0], index=p.get("output_index") or 0)]
+
+    def _on_item_added(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        item = p["item"]
+        index = p.get("output_index", len(self._items))
+        self._items[index] = item
+        item_id = item.get("id")
+        if item_id:
+            self._index_of_item[item_id] = index
+            if item.get("type") == "function_call":
+                self._calls[item_id] = _CallState(
+                    item_id, index, item.get("call_id"), item.get("name")
+                )
+        return [Delta("lifecycle", type=etype, item_id=item_id, index=index)]
+
+    def _on_item_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        item = p["item"]
+        item_id = item.get("id")
+        index = p.get("output_index")
+        if index is None:
+            index = (
+                self._index_of_item.get(item_id, len(self._items)) if item_id else len(self._items)
+            )
+        self._items[index] = item
+        deltas = [Delta("lifecycle", type=etype, item_id=item_id, index=index)]
+        if item.get("type") == "function_call" and item_id:
+            call = self._calls.get(item_id)
+            if call is None:
+                call = self._calls[item_id] = _CallState(item_id, index, None, None)
+            call.call_id = item.get("call_id") or call.call_id
+            call.name = item.get("name") or call.name
+            if isinstance(item.get("arguments"), str):
+                call.arguments = item["arguments"]
+            deltas.extend(self._announce(call, etype))
+        return deltas
+
+    def _on_reasoning_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        item_id = p.get("item_id") or ""
+        key = (item_id, p.get("summary_index", p.get("content_index")) or 0)
+        parts = self._reasoning.get(key)
+        if parts is None:
+            parts = self._reasoning[key] = []
+        delta = p["delta"]
+        parts.append(delta)
+        return [Delta("reasoning", delta, etype, item_id, p.get("output_index") or 0)]
+
+    def _on_refusal_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        delta = p["delta"]
+        self._refusal.append(delta)
+        return [Delta("refusal", delta, etype, p.get("item_id"), p.get("output_index") or 0)]
+
+    def _on_progress(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        delta = p.get("delta")
+        return [
+            Delta(
+                "lifecycle",
+                delta if isinstance(delta, str) else "",
+                etype,
+                p.get("item_id"),
+                p.get("output_index") or 0,
+            )
+        ]
+
+    def _on_response_update(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        self._take_response(p["response"], None)
+        return [Delta("lifecycle", type=etype)]
+
+    def _on_terminal(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        response = p["response"]
+        self._take_response(response, _TERMINAL_STATUS[etype])
+        self.turn.response = response
+        self.done = True
+        return [Delta("lifecycle", type=etype)]
+
+    def _on_error(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        error = p.get("error")
+        if not isinstance(error, dict):
+            error = {k: v for k, v in p.items() if k not in ("type", "sequence_number")}
+        self.turn.error = error
+        self.turn.status = "failed"
+        self.errored = True
+        return [Delta("error", str(error.get("message", "")), etype)]
+
+    # -- helpers --------------------------------------------------------------
+
+    def _take_response(self, response: dict[str, Any], status: str | None) -> None:
+        turn = self.turn
+        turn.response_id = response.get("id") or turn.response_id
+        turn.model = response.get("model") or turn.model
+        turn.status = response.get("status") or status or turn.status
+        if response.get("usage") is not None:
+            turn.usage = response["usage"]
+        if response.get("error"):
+            turn.error = response["error"]
+        details = response.get("incomplete_details")
+        if isinstance(details, dict) and details.get("reason"):
+            turn.finish_reason = details["reason"]
+
+    def _call_for(self, p: dict[str, Any]) -> _CallState:
+        item_id = p["item_id"]
+        call = self._calls.get(item_id)
+        if call is None:
+            # A resumed stream may start after output_item.added: keep going,
+            # call_id and name arrive with output_item.done.
+            self.turn.warnings.append(
+                f"arguments for {item_id} arrived before its item was announced"
+            )
+            call = self._calls[item_id] = _CallState(
+                item_id, p.get("output_index") or 0, None, None
+            )
+        return call
+
+    def _announce(self, call: _CallState, etype: str) -> list[Delta]:
+        if call.announced or call.call_id is None or call.name is None:
+            return []
+        call.announced = True
+        return [
+            Delta(
+                "call",
+                self._arguments(call),
+                etype,
+                call.item_id,
+                call.output_index,
+                call.call_id,
+                call.name,
+            )
+        ]
+
+    @staticmethod
+    def _arguments(call: _CallState) -> str:
+        return call.arguments if call.arguments is not None else "".join(call.fragments)
+
+    def _finalize(self) -> None:
+        turn = self.turn
+        turn.text = "".join("".join(parts) for parts in self._text.values())
+        turn.reasoning = "\n\n".join("".join(parts) for parts in self._reasoning.values())
+        turn.refusal = "".join(self._refusal)
+        streamed = [self._items[i] for i in sorted(self._items)]
+        final = turn.response.get("output") if turn.response else None
+        if isinstance(final, list) and final:
+            if len(final) != len(streamed):
+                turn.warnings.append(
+                    f"the terminal response lists {len(final)} output items, "
+                    f"the stream announced {len(streamed)}"
+                )
+            turn.output = final
+        else:
+            turn.output = streamed
+        turn.calls = self._collect_calls(turn.output)
+
+    def _collect_calls(self, output: list[dict[str, Any]]) -> list[FunctionCall]:
+        calls: list[FunctionCall] = []
+        seen: set[str] = set()
+        for item in output:
+            if not isinstance(item, dict) or item.get("type") != "function_call":
+                continue
+            item_id = item.get("id")
+            state = self._calls.get(item_id) if item_id else None
+            arguments = item.get("arguments")
+            # An item that only output_item.added announced holds empty
+            # arguments; the streamed fragments are the truth until it is done.
+            if state is not None and (
+                item.get("status") != "completed" or not isinstance(arguments, str)
+            ):
+                arguments = self._arguments(state)
+            elif not isinstance(arguments, str):
+                arguments = ""
+            calls.append(
+                FunctionCall(
+                    call_id=item.get("call_id") or (state.call_id if state else "") or "",
+                    name=item.get("name") or (state.name if state else "") or "",
+                    arguments=arguments,
+                    item_id=item_id,
+                )
+            )
+            if item_id:
+                seen.add(item_id)
+        # Calls still streaming when the stream stopped (a partial turn).
+        for state in sorted(self._calls.values(), key=lambda c: c.output_index):
+            if state.item_id not in seen:
+                calls.append(
+                    FunctionCall(
+                        state.call_id or "", state.name or "", self._arguments(state), state.item_id
+                    )
+                )
+        return calls
+
+
+# -- the request side ----------------------------------------------------------
+
+
+def normalize_input(input: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A user string becomes one user message; a list of items is copied (not the items)."""
+    if isinstance(input, str):
+        return [{"role": "user", "content": input}]
+    if isinstance(input, list) and all(isinstance(item, dict) for item in input):
+        return list(input)
+    raise ConfigurationError(
+        f"input must be a string or a list of item dicts, not {type(input).__name__}"
+    )
+
+
+def build_request(
+    model: str,
+    input: list[dict[str, Any]],
+    *,
+    instructions: str | None,
+    tools: list[dict[str, Any]],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON body of one streamed ``POST /responses``."""
+    body: dict[str, Any] = {"model": model, "input": input}
+    if instructions is not None:
+        body["instructions"] = instructions
+    if tools:
+        body["tools"] = tools
+    body["stream"] = True
+    body.update(params)
+    return body
+
+
+def tool_result_items(results: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``function_call_output`` input items for (call_id, output) pairs."""
+    return [
+        {"type": "function_call_output", "call_id": call_id, "output": output}
+        for call_id, output in results
+    ]
+
+
+def tool_schema(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """A function tool definition in the Responses shape."""
+    return {"type": "function", "name": name, "description": description, "parameters": parameters}
