@@ -4,6 +4,7 @@ The core (``sse``, ``responses``, ``chat``) is sans-IO: it turns bytes into
 events, deltas and Turns without awaiting or touching a socket.
 """
 
+from ._version import __version__
 from .errors import (
     APIConnectionError,
     APIError,
@@ -24,37 +25,75 @@ from .errors import (
     TraceFormatError,
     TraceVersionError,
 )
+from .hooks import (
+    HOOK_POINTS,
+    ChunkInfo,
+    DecisionInfo,
+    EditInfo,
+    EndInfo,
+    ErrorInfo,
+    EventInfo,
+    HookBus,
+    RequestInfo,
+    ResponseInfo,
+    ResultInfo,
+)
+from .loop import Loop, LoopRun
 from .parse import StreamParser, parse_stream
+from .retry import RetryPolicy
 from .sse import ServerSentEvent, SSEDecoder
+from .state import LoopState, RunResult, Step
+from .tools import StopLoop, Tool, ToolArgumentsError, ToolResult, UnknownToolError, tool
 from .turn import Delta, FunctionCall, Turn
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "HOOK_POINTS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
+    "ChunkInfo",
     "ConfigurationError",
+    "DecisionInfo",
     "Delta",
+    "EditInfo",
+    "EndInfo",
+    "ErrorInfo",
+    "EventInfo",
     "EventTooLarge",
     "FunctionCall",
+    "HookBus",
     "HookError",
     "IncompleteStream",
     "InvalidEncoding",
     "InvalidEventData",
+    "Loop",
+    "LoopRun",
+    "LoopState",
     "RawloopError",
     "ReplayDivergence",
     "ReplayError",
+    "RequestInfo",
+    "ResponseInfo",
+    "ResultInfo",
+    "RetryPolicy",
+    "RunResult",
     "SSEDecoder",
     "SecretInTraceError",
     "ServerSentEvent",
+    "Step",
+    "StopLoop",
     "StreamError",
     "StreamErrorEvent",
     "StreamParser",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolResult",
     "TraceError",
     "TraceFormatError",
     "TraceVersionError",
     "Turn",
+    "UnknownToolError",
     "__version__",
     "parse_stream",
+    "tool",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__
+from ._version import __version__
 from .errors import RawloopError
 from .parse import DIALECTS, parse_stream
 

@@ -53,7 +53,13 @@ __all__ = [
 
 
 class RawloopError(Exception):
-    """Base class of every error rawloop raises."""
+    """Base class of every error rawloop raises.
+
+    When a run fails, the error raised out of ``Loop.run`` carries the work done
+    so far in ``result`` (a ``RunResult``): nothing is thrown away.
+    """
+
+    result: Any = None
 
 
 class StreamError(RawloopError):
@@ -113,10 +119,20 @@ class APIError(RawloopError):
 class APIStatusError(APIError):
     """The API answered with a non-success status."""
 
-    def __init__(self, message: str, *, status: int, body: bytes, request_id: str | None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        body: bytes,
+        request_id: str | None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.body = body
+        #: The response headers, redacted (``retry-after`` lives here).
+        self.headers = headers or {}
         #: The ``x-request-id`` header, the handle OpenAI support asks for.
         self.request_id = request_id
 

@@ -3,47 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from .accumulator import Accumulator
-from .errors import ConfigurationError, StreamError
-from .sse import DEFAULT_MAX_EVENT_SIZE, SSEDecoder
+from .dialect import DIALECTS, get_dialect
+from .errors import IncompleteStream, InvalidEventData, StreamError
+from .sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
 from .turn import Delta, Turn
 
-__all__ = ["DIALECTS", "StreamParser", "new_accumulator", "parse_stream"]
-
-DIALECTS = ("responses", "chat")
-
-
-def new_accumulator(dialect: str) -> Accumulator:
-    """A fresh accumulator for ``"responses"`` or ``"chat"``."""
-    if dialect == "responses":
-        from .responses import ResponsesAccumulator
-
-        return ResponsesAccumulator()
-    if dialect == "chat":
-        from .chat import ChatAccumulator
-
-        return ChatAccumulator()
-    raise ConfigurationError(f"unknown dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
+__all__ = ["DIALECTS", "StreamParser", "parse_stream"]
 
 
 class StreamParser:
-    """Feeds raw response bytes through ``SSEDecoder`` into an accumulator.
+    """Feeds raw response bytes through ``SSEDecoder`` into a dialect's accumulator.
 
-    ``feed(chunk)`` returns the deltas the chunk completed; ``close()`` returns
-    the finished Turn. Errors carry the partial Turn in ``.partial``.
+    ``feed(chunk)`` returns the deltas the chunk completed; ``feed_events(chunk)``
+    returns each completed event with its parsed JSON and deltas (for hooks);
+    ``close()`` returns the finished Turn. Every error carries the partial
+    Turn in ``.partial``: what arrived before the problem is never lost.
     """
 
     def __init__(self, dialect: str = "responses", *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE):
         self.decoder = SSEDecoder(max_event_size)
-        self.accumulator = new_accumulator(dialect)
+        self.accumulator = get_dialect(dialect).accumulator()
 
     def feed(self, chunk: bytes) -> list[Delta]:
-        try:
-            events = self.decoder.feed(chunk)
-        except StreamError as exc:
-            self._salvage(exc)
-            raise
+        events = self._decode(chunk)
         feed = self.accumulator.feed
         if len(events) == 1:
             return feed(events[0])
@@ -52,28 +36,55 @@ class StreamParser:
             deltas.extend(feed(event))
         return deltas
 
+    def feed_events(self, chunk: bytes) -> list[tuple[ServerSentEvent, Any, list[Delta]]]:
+        accumulator = self.accumulator
+        out = []
+        for event in self._decode(chunk):
+            payload = accumulator.parse(event)
+            out.append((event, payload, accumulator.apply(payload, event)))
+        return out
+
     def close(self) -> Turn:
+        """End of stream: the finished Turn, or ``IncompleteStream`` with the partial one."""
+        events = self._decode(None)
         try:
-            events = self.decoder.close()
-        except StreamError as exc:
-            self._salvage(exc)
+            for event in events:
+                self.accumulator.feed(event)
+        except InvalidEventData as exc:
+            if (
+                self.decoder.ended_without_blank_line
+                and exc.event_index == self.accumulator.event_index
+            ):
+                # The last event was cut in the middle of its data: the stream
+                # was truncated, which is not the same as the server sending junk.
+                raise IncompleteStream(
+                    f"stream cut inside its last event (byte {exc.offset}): {exc}",
+                    offset=exc.offset,
+                    partial=self.partial_turn(),
+                ) from None
             raise
-        for event in events:
-            self.accumulator.feed(event)
         if self.decoder.ended_without_blank_line:
             self.accumulator.turn.warnings.append(
                 "stream ended without a blank line after the last event"
             )
         return self.accumulator.finish()
 
-    def _salvage(self, exc: StreamError) -> None:
-        """Fold in the events decoded before a decoder error, then attach the partial turn."""
+    def partial_turn(self) -> Turn:
+        """The turn as far as the stream got."""
+        return self.accumulator.partial_turn()
+
+    def _decode(self, chunk: bytes | None) -> list[ServerSentEvent]:
         try:
-            for event in exc.events:
-                self.accumulator.feed(event)
-        except StreamError:
-            pass  # the first problem is the one to report
-        exc.partial = self.accumulator.partial_turn()
+            return self.decoder.feed(chunk) if chunk is not None else self.decoder.close()
+        except StreamError as exc:
+            # Fold in the events decoded before the problem, then attach the partial turn.
+            try:
+                for event in exc.events:
+                    self.accumulator.feed(event)
+            except StreamError:
+                pass  # the first problem is the one to report
+            exc.partial = self.partial_turn()
+            raise
 
 
 def parse_stream(data: bytes | Iterable[bytes], dialect: str = "responses") -> Turn:
