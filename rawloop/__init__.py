@@ -44,6 +44,7 @@ from .retry import RetryPolicy
 from .sse import ServerSentEvent, SSEDecoder
 from .state import LoopState, RunResult, Step
 from .tools import StopLoop, Tool, ToolArgumentsError, ToolResult, UnknownToolError, tool
+from .trace import Redactor, Trace, TraceRecorder
 from .turn import Delta, FunctionCall, Turn
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "LoopRun",
     "LoopState",
     "RawloopError",
+    "Redactor",
     "ReplayDivergence",
     "ReplayError",
     "RequestInfo",
@@ -88,8 +90,10 @@ __all__ = [
     "Tool",
     "ToolArgumentsError",
     "ToolResult",
+    "Trace",
     "TraceError",
     "TraceFormatError",
+    "TraceRecorder",
     "TraceVersionError",
     "Turn",
     "UnknownToolError",
