@@ -118,11 +118,6 @@ class Loop:
         self.fallback_models = tuple(fallback_models)
         self.headers = dict(headers or {})
         self.request_params = request_params
-        if not self._api_key and http_client is None and not _is_loopback(self.base_url):
-            raise ConfigurationError(
-                f"no API key for {self.base_url}: set OPENAI_API_KEY or pass api_key= "
-                "(to replay a trace, pass http_client= with a replay transport)"
-            )
 
     def __repr__(self) -> str:
         # Never show the key.
@@ -171,6 +166,14 @@ class Loop:
 
     # -- used by LoopRun --------------------------------------------------
 
+    def _check_ready(self) -> None:
+        """Fail before any request when a real endpoint would refuse us anyway."""
+        if not self._api_key and self.http_client is None and not _is_loopback(self.base_url):
+            raise ConfigurationError(
+                f"no API key for {self.base_url}: set OPENAI_API_KEY or pass api_key= "
+                "(to replay a trace, use rawloop.replay or pass http_client=)"
+            )
+
     def _request_headers(self) -> dict[str, str]:
         headers = {
             "content-type": "application/json",
@@ -204,6 +207,7 @@ class LoopRun:
     def __init__(
         self, loop: Loop, input: str | list[dict[str, Any]], hooks: Iterable[Any] = ()
     ) -> None:
+        loop._check_ready()
         self.loop = loop
         extra = list(hooks)
         # A bus of its own, so per-run hooks never leak into concurrent runs.

@@ -87,7 +87,9 @@ async def stream_turn(
                 attempt=attempt,
             )
         if response.status_code >= 300:
-            raise await _status_error(response, response_headers, request_id)
+            raise await _status_error(
+                response, response_headers, request_id, bus, iteration, attempt, started
+            )
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
             excerpt = (await response.aread())[:500].decode(errors="replace")
@@ -133,11 +135,25 @@ async def stream_turn(
 
 
 async def _status_error(
-    response: httpx.Response, headers: dict[str, str], request_id: str | None
+    response: httpx.Response,
+    headers: dict[str, str],
+    request_id: str | None,
+    bus: HookBus,
+    iteration: int,
+    attempt: int,
+    started: float,
 ) -> APIStatusError:
+    # The error body goes through on_chunk too: a trace must hold it for replay.
     body = b""
     try:
         async for chunk in response.aiter_bytes():
+            if bus.has("on_chunk"):
+                await bus.emit(
+                    "on_chunk",
+                    ChunkInfo(iteration, attempt, chunk, len(body), time.monotonic() - started),
+                    iteration=iteration,
+                    attempt=attempt,
+                )
             body += chunk
             if len(body) >= _MAX_ERROR_BODY:
                 break

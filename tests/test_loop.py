@@ -565,9 +565,10 @@ def test_a_real_endpoint_without_a_key_fails_before_any_request(
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    loop = Loop("gpt-5.5")
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
-        Loop("gpt-5.5")
-    Loop("gpt-5.5", base_url="http://127.0.0.1:9/v1")  # a local fake needs no key
+        loop.iter("hi")  # before anything is sent
+    Loop("gpt-5.5", base_url="http://127.0.0.1:9/v1").iter("hi")  # a local fake needs no key
 
 
 def test_repr_never_shows_the_key() -> None:

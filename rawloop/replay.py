@@ -1,0 +1,511 @@
+"""Replay: answer a loop's requests from a trace, and say where the run leaves it.
+
+Three layers, from pure to I/O:
+
+* ``Responder`` picks the recorded exchange for each request, compares the
+  request with the recorded one, applies faults and re-chunking, and hands
+  back an ``Answer`` (status, headers, chunks, delays). No I/O; the HTTP
+  server (``rawloop.server``) uses it too.
+* ``ReplayTransport`` is an ``httpx.AsyncBaseTransport`` serving Answers in
+  process, with the chunk boundaries (and, if asked, the timing) of the answer.
+* ``replay()`` runs a whole trace through a real ``Loop``: tool results come
+  from the trace (or the real handlers with ``live_tools=True``), breakpoint
+  edits are applied again, and the verdict is ``identical``, ``diverged``
+  (with the first divergence: iteration, JSON path, both values) or ``error``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from . import patch
+from .chunking import rechunk
+from .errors import ConfigurationError, RawloopError, ReplayDivergence, ReplayError
+from .faults import Fault, apply_to_events, parse_fault
+from .jsondiff import first_difference
+from .loop import Loop
+from .retry import RetryPolicy
+from .state import LoopState, RunResult
+from .tools import StopLoop, ToolResult
+from .trace import Exchange, Trace, chunk_bytes
+from .turn import FunctionCall
+
+__all__ = [
+    "DEFAULT_VOLATILE",
+    "Answer",
+    "ReplayReport",
+    "ReplayTransport",
+    "Responder",
+    "loop_from_trace",
+    "replay",
+]
+
+#: Request-body keys ignored when comparing with the recording: they change
+#: between runs without changing what the model is asked.
+DEFAULT_VOLATILE = ("prompt_cache_key", "safety_identifier")
+
+# Hop-by-hop and framing headers describe the recorded connection, not the answer.
+_DROPPED_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "content-encoding", "connection", "keep-alive"}
+)
+# Stop reasons a replayed loop reaches by itself; any other came from a hook.
+_NATURAL_STOPS = frozenset({"completed", "incomplete", "max_iterations", "error"})
+
+
+@dataclass
+class Answer:
+    """What to send back for one request. ``fail``: ``"drop"`` before any byte, ``"cut"`` after the chunks."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: list[bytes]
+    delays: list[float]
+    iteration: int
+    attempt: int
+    fail: str | None = None
+
+
+class Responder:
+    """Chooses and shapes the recorded answer for each request (sans-IO).
+
+    Args:
+        trace: the trace to answer from.
+        chunking: ``recorded``, ``events``, ``bytes`` or ``hostile`` (``rawloop.chunking``).
+        seed: seeds ``hostile`` chunking.
+        rate: multiplies the recorded gaps between chunks (0: no waiting).
+        faults: ``Fault`` objects or their string specs (``rawloop.faults``).
+        ignore: request-body keys left out of the comparison.
+        on_divergence: ``"raise"`` (``ReplayDivergence``) or ``"warn"`` (record,
+            warn, and answer with the recording anyway).
+    """
+
+    def __init__(
+        self,
+        trace: Trace,
+        *,
+        chunking: str = "recorded",
+        seed: int = 0,
+        rate: float = 0.0,
+        faults: Iterable[Fault | str] = (),
+        ignore: Sequence[str] = DEFAULT_VOLATILE,
+        on_divergence: str = "raise",
+    ) -> None:
+        if on_divergence not in ("raise", "warn"):
+            raise ConfigurationError(
+                f"on_divergence must be 'raise' or 'warn', not {on_divergence!r}"
+            )
+        rechunk([], chunking)  # fail now on an unknown mode, not mid-run
+        self.trace = trace
+        self.exchanges = trace.exchanges()
+        self.chunking = chunking
+        self.seed = seed
+        self.rate = rate
+        self.faults = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
+        self.ignore = tuple(ignore)
+        self.on_divergence = on_divergence
+        self.divergences: list[ReplayDivergence] = []
+        self.served = 0  # requests answered, faults included
+        self._cursor = 0
+        self._attempts: dict[int, int] = {}
+
+    def unconsumed(self) -> list[Exchange]:
+        """Recorded exchanges no request has used yet."""
+        return self.exchanges[self._cursor :]
+
+    def answer(self, body: Any) -> Answer:
+        """The answer to a request whose JSON body is ``body``."""
+        self.served += 1
+        if self._cursor >= len(self.exchanges):
+            last = self.exchanges[-1].iteration if self.exchanges else 0
+            raise ReplayDivergence(
+                f"request #{self.served} has no recorded answer: the trace holds "
+                f"{len(self.exchanges)} requests (the run went past iteration {last})",
+                iteration=last + 1,
+                path="<request>",
+                actual=body,
+            )
+        exchange = self.exchanges[self._cursor]
+        iteration = exchange.iteration
+        attempt = self._attempts.get(iteration, 0)
+        self._attempts[iteration] = attempt + 1
+        self._compare(exchange, body)
+
+        fault = next((f for f in self.faults if f.matches(iteration, attempt)), None)
+        if fault is not None and fault.replaces_answer:
+            fault.used += 1
+            return self._fault_answer(fault, exchange, iteration, attempt)
+        self._cursor += 1
+        if exchange.response is None:  # the recorded attempt never got an answer
+            return Answer(0, {}, [], [], iteration, attempt, fail="drop")
+        raw = [chunk_bytes(c) for c in exchange.chunks]
+        # A recorded connection failure is served as one: same bytes, then a reset.
+        broke = exchange.error is not None and exchange.error.get("type") == "APIConnectionError"
+        if fault is not None and fault.action in ("malformed", "duplicate-event", "drop-event"):
+            raw = [apply_to_events(b"".join(raw), fault)]
+        chunks = rechunk(raw, self.chunking, seed=self.seed + self._cursor)
+        delays = self._delays(exchange, len(chunks))
+        if fault is not None and fault.action == "stall":
+            delays = [d + fault.value for d in delays]
+        return Answer(
+            int(exchange.response["status"]),
+            _answer_headers(exchange.response.get("headers") or {}),
+            chunks,
+            delays,
+            iteration,
+            attempt,
+            fail="cut" if broke else None,
+        )
+
+    def _compare(self, exchange: Exchange, body: Any) -> None:
+        recorded = exchange.request.get("body")
+        found = first_difference(recorded, body, self.ignore)
+        if found is None:
+            return
+        divergence = ReplayDivergence(
+            f"iteration {exchange.iteration}: the request differs from the recording at {found}",
+            iteration=exchange.iteration,
+            path=found.path,
+            recorded=found.a,
+            actual=found.b,
+        )
+        if self.on_divergence == "raise":
+            raise divergence
+        self.divergences.append(divergence)
+        warnings.warn(f"rawloop replay: {divergence}", RuntimeWarning, stacklevel=2)
+
+    def _fault_answer(
+        self, fault: Fault, exchange: Exchange, iteration: int, attempt: int
+    ) -> Answer:
+        if fault.action == "drop":
+            return Answer(0, {}, [], [], iteration, attempt, fail="drop")
+        if fault.action == "status":
+            headers = {"content-type": "application/json"}
+            if fault.retry_after is not None:
+                headers["retry-after"] = f"{fault.retry_after:g}"
+            message = {
+                "error": {
+                    "message": f"injected fault: HTTP {fault.value:g}",
+                    "type": "rawloop_fault",
+                }
+            }
+            return Answer(
+                int(fault.value), headers, [orjson.dumps(message)], [0.0], iteration, attempt
+            )
+        body = b"".join(chunk_bytes(c) for c in exchange.chunks)
+        if fault.action == "cut-after-bytes":
+            body = body[: int(fault.value)]
+        else:  # cut-after-events
+            from .chunking import split_events
+
+            body = b"".join(split_events(body)[: int(fault.value)])
+        status = int(exchange.response["status"]) if exchange.response else 200
+        headers = (
+            _answer_headers(exchange.response.get("headers") or {}) if exchange.response else {}
+        )
+        chunks = rechunk([body], self.chunking, seed=self.seed) if body else []
+        return Answer(status, headers, chunks, [0.0] * len(chunks), iteration, attempt, fail="cut")
+
+    def _delays(self, exchange: Exchange, count: int) -> list[float]:
+        if not self.rate:
+            return [0.0] * count
+        times = [float(c.get("t", 0.0)) for c in exchange.chunks]
+        start = float(exchange.response.get("t", 0.0)) if exchange.response else 0.0
+        if self.chunking != "recorded" or len(times) != count:
+            # Re-chunked: keep the time to first byte, then spread the rest evenly.
+            first = max(times[0] - start, 0.0) if times else 0.0
+            rest = max(times[-1] - times[0], 0.0) / max(count - 1, 1) if times else 0.0
+            return [first * self.rate] + [rest * self.rate] * (count - 1)
+        gaps = [max(b - a, 0.0) for a, b in zip([start, *times], times)]
+        return [g * self.rate for g in gaps]
+
+
+def _answer_headers(recorded: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in recorded.items() if k.lower() not in _DROPPED_HEADERS}
+
+
+class _AnswerStream(httpx.AsyncByteStream):
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for delay, chunk in zip(self.answer.delays, self.answer.chunks):
+            if delay > 0:
+                await anyio.sleep(delay)
+            yield chunk
+        if self.answer.fail == "cut":
+            raise httpx.ReadError("connection reset by peer (rawloop replay fault)")
+
+
+class ReplayTransport(httpx.AsyncBaseTransport):
+    """An httpx transport answering from a trace (see ``Responder`` for the options)."""
+
+    def __init__(self, trace: Trace | str | Path, **options: Any) -> None:
+        self.responder = Responder(_load(trace), **options)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raw = await request.aread()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        answer = self.responder.answer(body)
+        if answer.fail == "drop":
+            raise httpx.RemoteProtocolError(
+                "server disconnected without sending a response (rawloop replay)", request=request
+            )
+        return httpx.Response(
+            answer.status, headers=answer.headers, stream=_AnswerStream(answer), request=request
+        )
+
+
+# -- replaying a whole run ------------------------------------------------------------
+
+
+@dataclass
+class ReplayReport:
+    """The outcome of ``replay()``."""
+
+    verdict: str  # "identical", "diverged" or "error"
+    divergence: ReplayDivergence | None = None
+    divergences: list[ReplayDivergence] = field(default_factory=list)
+    result: RunResult | None = None
+    error: BaseException | None = None
+    unconsumed: list[Exchange] = field(default_factory=list)
+    tool_differences: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.verdict == "identical"
+
+    def __str__(self) -> str:
+        if self.verdict == "identical":
+            iterations = self.result.iterations if self.result else 0
+            return (
+                f"identical: {iterations} iterations replayed, every request matched the recording"
+            )
+        if self.divergence is not None:
+            return f"diverged: {self.divergence}"
+        return f"error: {type(self.error).__name__}: {self.error}"
+
+
+class _Replayer:
+    """Hooks and tool runner that put a trace's decisions back into a live loop."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.edits = trace.edits()
+        self.results = trace.results()
+        end = trace.end() or {}
+        self.stop_reason = end.get("stop_reason")
+        self.iterations = end.get("iterations")
+
+    def on_breakpoint(self, state: LoopState) -> None:
+        ops = self.edits.get(state.iteration)
+        if ops:
+            state.update_from(patch.apply(state.to_dict(), ops))
+        if (
+            self.stop_reason not in _NATURAL_STOPS
+            and self.stop_reason is not None
+            and state.iteration == self.iterations
+        ):
+            state.stop(self.stop_reason)  # a breakpoint hook stopped the recorded run here
+
+    async def run_tool(self, call: FunctionCall) -> ToolResult:
+        recorded = self.results.get(call.call_id)
+        if recorded is None:
+            raise ReplayDivergence(
+                f"the model called {call.name} (call_id {call.call_id}), which the trace never ran",
+                iteration=-1,
+                path=f"results.{call.call_id}",
+                actual=call.arguments,
+            )
+        error = recorded.get("error")
+        if error and error.get("type") == "StopLoop":
+            raise StopLoop(error.get("message", ""))
+        return ToolResult(
+            call.call_id,
+            call.name,
+            call.arguments,
+            output=recorded["output"],
+            error=error,
+            duration=float(recorded.get("duration", 0.0)),
+        )
+
+
+def loop_from_trace(
+    trace: Trace, *, http_client: httpx.AsyncClient | None = None, rate: float = 0.0
+) -> Loop:
+    """A Loop configured as the recorded one was, as far as its first request shows.
+
+    It talks to ``http_client``, by default a client replaying ``trace``.
+    """
+    exchanges = trace.exchanges()
+    if not exchanges:
+        raise ReplayError(f"{trace.path}: the trace holds no request to replay")
+    body = dict(exchanges[0].request["body"])
+    chat = trace.dialect == "chat"
+    model = body.pop("model", trace.header.get("model", ""))
+    instructions = None if chat else body.pop("instructions", None)
+    tools = body.pop("tools", [])
+    for key in ("input", "messages", "stream"):
+        body.pop(key, None)
+    attempts = max(e.attempt for e in exchanges) + 1
+    return Loop(
+        model,
+        instructions,
+        tools=list(tools),
+        dialect=trace.dialect,
+        base_url=trace.header.get("base_url") or None,
+        http_client=http_client or httpx.AsyncClient(transport=ReplayTransport(trace)),
+        max_iterations=max(exchanges[-1].iteration + 1, 1),
+        # Retry as often as the recording did, without the waits unless pacing is asked for.
+        retries=RetryPolicy(
+            max_retries=max(attempts, 3), initial_delay=0.0, max_retry_after=60.0 if rate else 0.0
+        ),
+        **body,
+    )
+
+
+def _first_input(trace: Trace, loop: Loop) -> list[dict[str, Any]]:
+    body = trace.exchanges()[0].request["body"]
+    if trace.dialect != "chat":
+        return list(body.get("input") or [])
+    messages = list(body.get("messages") or [])
+    if loop.instructions is not None and messages and messages[0].get("role") == "system":
+        messages = messages[1:]  # the loop adds its own system message
+    return messages
+
+
+async def replay(
+    trace: Trace | str | Path,
+    loop: Loop | None = None,
+    *,
+    rate: float = 0.0,
+    chunking: str = "recorded",
+    seed: int = 0,
+    faults: Iterable[Fault | str] = (),
+    live_tools: bool = False,
+    on_divergence: str = "raise",
+    ignore: Sequence[str] = DEFAULT_VOLATILE,
+    hooks: Iterable[Any] = (),
+) -> ReplayReport:
+    """Run ``trace`` end to end through a loop and compare it with the recording.
+
+    Without ``loop``, one is built from the trace. With one, a copy of it is
+    pointed at the replay transport. Tool results come from the trace unless
+    ``live_tools`` (then the real handlers run and differing outputs are listed
+    in ``tool_differences``). ``hooks`` see the replayed run.
+    """
+    trace = _load(trace)
+    transport = ReplayTransport(
+        trace,
+        chunking=chunking,
+        seed=seed,
+        rate=rate,
+        faults=faults,
+        ignore=ignore,
+        on_divergence=on_divergence,
+    )
+    client = httpx.AsyncClient(transport=transport)
+    if loop is None:
+        loop = loop_from_trace(trace, http_client=client, rate=rate)
+    else:
+        loop = copy.copy(loop)
+        loop.http_client = client
+    replayer = _Replayer(trace)
+    if not live_tools:
+        loop.tool_runner = replayer.run_tool
+    report = ReplayReport("identical")
+    try:
+        async with client:
+            report.result = await loop.run(_first_input(trace, loop), hooks=[replayer, *hooks])
+    except ReplayDivergence as exc:
+        report.verdict, report.divergence = "diverged", exc
+        report.result = exc.result
+    except RawloopError as exc:
+        report.verdict, report.error = "error", exc
+        report.result = exc.result
+    report.divergences = list(transport.responder.divergences)
+    report.unconsumed = transport.responder.unconsumed()
+    if report.verdict == "identical":
+        _judge(report, trace, live_tools)
+    return report
+
+
+def _judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
+    """Look past the requests: unused recordings, changed decisions, changed tool outputs."""
+    result = report.result
+    assert result is not None
+    if live_tools:
+        recorded = trace.results()
+        for r in result.results:
+            before = recorded.get(r.call_id)
+            if before is not None and before.get("output") != r.output:
+                report.tool_differences.append(
+                    {
+                        "call_id": r.call_id,
+                        "name": r.name,
+                        "recorded": before.get("output"),
+                        "actual": r.output,
+                    }
+                )
+    if report.divergences:
+        report.verdict, report.divergence = "diverged", report.divergences[0]
+        return
+    if report.unconsumed:
+        first = report.unconsumed[0]
+        report.verdict = "diverged"
+        report.divergence = ReplayDivergence(
+            f"the run ended with {len(report.unconsumed)} recorded request(s) never made "
+            f"(first: iteration {first.iteration}, attempt {first.attempt})",
+            iteration=first.iteration,
+            path="<unconsumed>",
+        )
+        return
+    decisions = trace.of_kind("decision")
+    for record, turn in zip(decisions, result.turns):
+        found = first_difference(_comparable(record.data["turn"]), _comparable(turn.to_dict()))
+        if found is not None:
+            report.verdict = "diverged"
+            report.divergence = ReplayDivergence(
+                f"iteration {record.iteration}: the decision differs at turn.{found}",
+                iteration=record.iteration,
+                path=f"turn.{found.path}",
+                recorded=found.a,
+                actual=found.b,
+            )
+            return
+    end = trace.end()
+    if end is not None and end.get("stop_reason") != result.stop_reason:
+        report.verdict = "diverged"
+        report.divergence = ReplayDivergence(
+            f"the run stopped with {result.stop_reason!r}, the recording with {end.get('stop_reason')!r}",
+            iteration=result.iterations,
+            path="end.stop_reason",
+            recorded=end.get("stop_reason"),
+            actual=result.stop_reason,
+        )
+
+
+# Re-chunking may drop the final blank line on purpose; that warning says nothing
+# about the decision. Every other warning (a sequence gap, text that disagrees
+# with its done event) does.
+_CHUNKING_WARNING = "stream ended without a blank line after the last event"
+
+
+def _comparable(turn: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in turn.items() if k != "event_count"}
+    out["warnings"] = [w for w in turn.get("warnings", ()) if w != _CHUNKING_WARNING]
+    return out
+
+
+def _load(trace: Trace | str | Path) -> Trace:
+    return trace if isinstance(trace, Trace) else Trace.load(trace)
