@@ -41,7 +41,6 @@ class Accumulator:
         the data is not a JSON object.
         """
         self.event_index += 1
-        self.turn.event_count += 1
         data = event.data
         if data == DONE_SENTINEL:
             return None
@@ -67,7 +66,7 @@ class Accumulator:
         A stream that ended with neither a terminal event nor an error event
         raises ``IncompleteStream`` carrying the partial turn.
         """
-        self._finalize()
+        self.partial_turn()
         if not self.done and not self.errored:
             raise IncompleteStream(
                 f"stream ended after {self.turn.event_count} events without a terminal event",
@@ -78,13 +77,14 @@ class Accumulator:
     def partial_turn(self) -> Turn:
         """The turn as far as the stream got, without the terminal-event check."""
         self._finalize()
+        self.turn.event_count = self.event_index + 1
         return self.turn
 
     def _finalize(self) -> None:
         """Hook for subclasses: build the derived fields of the turn."""
 
     def _bad(self, event: ServerSentEvent, what: str) -> InvalidEventData:
-        self._finalize()
+        self.partial_turn()
         return InvalidEventData(
             f"event {self.event_index} (at byte {event.offset}, type {event.event!r}): {what}",
             event_index=self.event_index,

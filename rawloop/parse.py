@@ -33,7 +33,7 @@ class StreamParser:
             return feed(events[0])
         deltas: list[Delta] = []
         for event in events:
-            deltas.extend(feed(event))
+            deltas += feed(event)
         return deltas
 
     def feed_events(self, chunk: bytes) -> list[tuple[ServerSentEvent, Any, list[Delta]]]:

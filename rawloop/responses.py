@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .accumulator import Accumulator
 from .errors import ConfigurationError
 from .sse import ServerSentEvent
@@ -97,7 +99,7 @@ class _CallState:
     announced: bool = False  # a "call" delta went out
 
 
-Handler = Callable[[dict[str, Any], str], list[Delta]]
+Handler = Callable[["ResponsesAccumulator", dict[str, Any], str], list[Delta]]
 
 
 class ResponsesAccumulator(Accumulator):
@@ -114,27 +116,32 @@ class ResponsesAccumulator(Accumulator):
         self._reasoning: dict[tuple[str, int], list[str]] = {}
         self._refusal: list[str] = []
         self._last_seq: int | None = None
-        self._handlers: dict[str, Handler] = {
-            "response.output_text.delta": self._on_text_delta,
-            "response.output_text.done": self._on_text_done,
-            "response.function_call_arguments.delta": self._on_args_delta,
-            "response.function_call_arguments.done": self._on_args_done,
-            "response.output_item.added": self._on_item_added,
-            "response.output_item.done": self._on_item_done,
-            "response.reasoning_summary_text.delta": self._on_reasoning_delta,
-            "response.reasoning_text.delta": self._on_reasoning_delta,
-            "response.refusal.delta": self._on_refusal_delta,
-            "response.created": self._on_response_update,
-            "response.in_progress": self._on_response_update,
-            "response.queued": self._on_response_update,
-            "response.completed": self._on_terminal,
-            "response.incomplete": self._on_terminal,
-            "response.failed": self._on_terminal,
-            "response.cancelled": self._on_terminal,
-            "error": self._on_error,
-        }
-        for name in _PROGRESS_EVENTS:
-            self._handlers[name] = self._on_progress
+        self._last_part_key: tuple[str | None, int] = (None, -1)
+        self._last_part: list[str] = []
+
+    def feed(self, event: ServerSentEvent) -> list[Delta]:
+        # parse() and apply() in one call, with the commonest event handled
+        # inline: this runs once per event, thousands of times per response.
+        data = event.data
+        if data[:31] == '{"type":"response.output_text.d':
+            try:
+                p = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return self.apply(self.parse(event), event)  # parse() explains the problem
+            self.event_index += 1
+            seq = p.get("sequence_number")
+            if seq is not None:
+                last = self._last_seq
+                if last is not None and seq != last + 1:
+                    self._sequence_gap(last, seq)
+                self._last_seq = seq
+            if p.get("type") == "response.output_text.delta":
+                try:
+                    return self._on_text_delta(p, "response.output_text.delta")
+                except (KeyError, TypeError) as exc:
+                    raise self._bad(event, f"unexpected shape: {exc!r}") from None
+            return self._dispatch(p, p.get("type"), event)
+        return self.apply(self.parse(event), event)
 
     def apply(self, payload: Any, event: ServerSentEvent) -> list[Delta]:
         if payload is None:  # "data: [DONE]", sent by OpenRouter after the terminal event
@@ -150,27 +157,40 @@ class ResponsesAccumulator(Accumulator):
         if seq is not None:
             last = self._last_seq
             if last is not None and seq != last + 1:
-                self.turn.warnings.append(
-                    f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
-                )
+                self._sequence_gap(last, seq)
             self._last_seq = seq
-        handler = self._handlers.get(etype)
+        return self._dispatch(payload, etype, event)
+
+    def _dispatch(self, payload: dict[str, Any], etype: Any, event: ServerSentEvent) -> list[Delta]:
+        handler = _HANDLERS.get(etype)
         if handler is None:
             self.turn.unknown_events.append(payload)
-            return [Delta("unknown", type=etype)]
+            return [Delta("unknown", type=str(etype))]
         try:
-            return handler(payload, etype)
+            return handler(self, payload, etype)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._bad(event, f"unexpected shape for {etype}: {exc!r}") from None
+
+    def _sequence_gap(self, last: int, seq: int) -> None:
+        self.turn.warnings.append(
+            f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
+        )
 
     # -- handlers, most frequent first ----------------------------------------
 
     def _on_text_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
         item_id = p.get("item_id") or ""
-        key = (item_id, p.get("content_index") or 0)
-        parts = self._text.get(key)
-        if parts is None:
-            parts = self._text[key] = []
+        content_index = p.get("content_index") or 0
+        # Thousands of deltas in a row go to the same part: skip the lookup then.
+        if item_id == self._last_part_key[0] and content_index == self._last_part_key[1]:
+            parts = self._last_part
+        else:
+            key = (item_id, content_index)
+            found = self._text.get(key)
+            if found is None:
+                found = self._text[key] = []
+            self._last_part_key, self._last_part = key, found
+            parts = found
         delta = p["delta"]
         parts.append(delta)
         return [Delta("text", delta, etype, item_id, p.get("output_index") or 0)]
@@ -209,6 +229,7 @@ class ResponsesAccumulator(Accumulator):
                     "using the done event's"
                 )
             self._text[key] = [text]
+            self._last_part_key = (None, -1)
         return [Delta("lifecycle", type=etype, item_id=key[0], index=p.get("output_index") or 0)]
 
     def _on_item_added(self, p: dict[str, Any], etype: str) -> list[Delta]:
@@ -395,6 +416,30 @@ class ResponsesAccumulator(Accumulator):
                     )
                 )
         return calls
+
+
+# One table for every accumulator: plain functions, so an accumulator holds no
+# bound methods of itself (no reference cycle for the garbage collector to find).
+_HANDLERS: dict[str, Handler] = {
+    "response.output_text.delta": ResponsesAccumulator._on_text_delta,
+    "response.output_text.done": ResponsesAccumulator._on_text_done,
+    "response.function_call_arguments.delta": ResponsesAccumulator._on_args_delta,
+    "response.function_call_arguments.done": ResponsesAccumulator._on_args_done,
+    "response.output_item.added": ResponsesAccumulator._on_item_added,
+    "response.output_item.done": ResponsesAccumulator._on_item_done,
+    "response.reasoning_summary_text.delta": ResponsesAccumulator._on_reasoning_delta,
+    "response.reasoning_text.delta": ResponsesAccumulator._on_reasoning_delta,
+    "response.refusal.delta": ResponsesAccumulator._on_refusal_delta,
+    "response.created": ResponsesAccumulator._on_response_update,
+    "response.in_progress": ResponsesAccumulator._on_response_update,
+    "response.queued": ResponsesAccumulator._on_response_update,
+    "response.completed": ResponsesAccumulator._on_terminal,
+    "response.incomplete": ResponsesAccumulator._on_terminal,
+    "response.failed": ResponsesAccumulator._on_terminal,
+    "response.cancelled": ResponsesAccumulator._on_terminal,
+    "error": ResponsesAccumulator._on_error,
+    **dict.fromkeys(_PROGRESS_EVENTS, ResponsesAccumulator._on_progress),
+}
 
 
 # -- the request side ----------------------------------------------------------

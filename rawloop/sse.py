@@ -44,6 +44,19 @@ _BOM = b"\xef\xbb\xbf"
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 
 
+_EVENT_NAMES: dict[bytes, str] = {}
+
+
+def _event_name(raw: bytes) -> str:
+    # A stream uses a handful of event types thousands of times: decode each once.
+    name = _EVENT_NAMES.get(raw)
+    if name is None:
+        name = raw.decode()
+        if len(_EVENT_NAMES) < 512:  # bounded: a hostile stream cannot grow it forever
+            _EVENT_NAMES[raw] = name
+    return name
+
+
 @dataclass(slots=True)
 class ServerSentEvent:
     """One dispatched event.
@@ -126,14 +139,20 @@ class SSEDecoder:
             events.extend(self._feed_body(self._head))
         self._head = None
         if self._pending:
-            line = b"".join(self._pending)
+            # Held bytes may be several complete lines (see _feed_body) and a last,
+            # unterminated one.
+            rest = b"".join(self._pending)
             self._pending.clear()
             self._pending_len = 0
-            self._line(line, self._offset, events)
-            self._offset += len(line)
+            lines = rest.split(b"\n")
+            last = lines.pop()
+            self._offset = self._run_lines(lines, self._offset, events)
+            if last:
+                self._run_lines([last], self._offset, events)
+                self._offset += len(last)
         if self._data:
             self.ended_without_blank_line = True
-            self._line(b"", self._offset, events)
+            self._run_lines([b""], self._offset, events)
         return events
 
     # -- internals --------------------------------------------------------
@@ -151,29 +170,80 @@ class SSEDecoder:
 
         if b"\r" in data:
             return self._feed_with_cr(data)
-        if b"\n" not in data:
+        # LF only: work a whole event at a time. Bytes are held until a blank
+        # line can have arrived; held bytes may include complete lines of the
+        # event in progress, which is fine: nothing is dispatched before its
+        # blank line anyway.
+        pending = self._pending
+        if b"\n\n" not in data and not (pending and data[0] == 0x0A and pending[-1][-1:] == b"\n"):
             self._hold(data)
             return []
-        if self._pending:
-            self._pending.append(data)
-            data = b"".join(self._pending)
-            self._pending.clear()
+        if pending:
+            pending.append(data)
+            data = b"".join(pending)
+            pending.clear()
             self._pending_len = 0
-        lines = data.split(b"\n")
-        tail = lines.pop()
+        blocks = data.split(b"\n\n")
+        tail = blocks.pop()
         events: list[ServerSentEvent] = []
-        pos = self._offset
         try:
-            for line in lines:
-                self._line(line, pos, events)
-                pos += len(line) + 1
+            self._offset = self._run_blocks(blocks, self._offset, events)
         except StreamError as exc:
             exc.events = events
             raise
-        self._offset = pos
         if tail:
             self._hold(tail)
         return events
+
+    def _run_blocks(self, blocks: list[bytes], pos: int, events: list[ServerSentEvent]) -> int:
+        """Process blocks that each ended with a blank line; return the offset after them.
+
+        The shapes real servers send, ``event: T\\ndata: D`` and ``data: D``,
+        become events directly; any other block goes line by line.
+        """
+        limit = self.max_event_size
+        names = _EVENT_NAMES
+        # Only a block that starts a new event may take the shortcut.
+        clean = not self._data and self._event_type is None and self._block_start < 0
+        for block in blocks:
+            if clean and len(block) <= limit:
+                name = None
+                if block[:7] == b"event: ":
+                    newline = block.find(b"\n")
+                    if (
+                        newline > 0
+                        and block[newline + 1 : newline + 7] == b"data: "
+                        and block.find(b"\n", newline + 7) < 0
+                    ):
+                        raw_type = block[7:newline]
+                        name = names.get(raw_type) or self._name_at(raw_type, pos)
+                        raw = block[newline + 7 :]
+                elif block[:6] == b"data: " and block.find(b"\n") < 0:
+                    name, raw = "message", block[6:]
+                if name is not None:
+                    try:
+                        text = raw.decode()
+                    except UnicodeDecodeError as exc:
+                        raise InvalidEncoding(
+                            f"event starting at byte {pos} is not valid UTF-8: {exc.reason}",
+                            offset=pos,
+                        ) from None
+                    events.append(ServerSentEvent(name, text, self.last_event_id, None, pos))
+                    pos += len(block) + 2
+                    continue
+            lines = block.split(b"\n")
+            lines.append(b"")
+            pos = self._run_lines(lines, pos, events)
+            clean = True  # the blank line ended whatever block was open
+        return pos
+
+    def _name_at(self, raw: bytes, pos: int) -> str:
+        try:
+            return _event_name(raw)
+        except UnicodeDecodeError as exc:
+            raise InvalidEncoding(
+                f"event starting at byte {pos} is not valid UTF-8: {exc.reason}", offset=pos
+            ) from None
 
     def _hold(self, piece: bytes) -> None:
         self._pending.append(piece)
@@ -198,7 +268,7 @@ class SSEDecoder:
         try:
             for i in range(0, len(parts), 2):
                 line = parts[i]
-                self._line(line, pos, events)
+                self._run_lines([line], pos, events)
                 pos += len(line) + len(parts[i + 1])
         except StreamError as exc:
             exc.events = events
@@ -210,62 +280,84 @@ class SSEDecoder:
             self._hold(tail)
         return events
 
-    def _line(self, line: bytes, pos: int, events: list[ServerSentEvent]) -> None:
-        if not line:
-            if self._data:
-                events.append(self._dispatch())
-            else:
-                self._reset_block()
-            return
-        if self._block_start < 0:
-            self._block_start = pos
-        self._block_size += len(line)
-        if self._block_size > self.max_event_size:
-            raise EventTooLarge(
-                f"event starting at byte {self._block_start} is larger than "
-                f"{self.max_event_size} bytes",
-                offset=self._block_start,
-            )
-        if line[:5] == b"data:":
-            value = line[5:]
-            self._data.append(value[1:] if value[:1] == b" " else value)
-            return
+    def _run_lines(self, lines: list[bytes], pos: int, events: list[ServerSentEvent]) -> int:
+        """Process complete lines (each ended by one byte); return the offset after them.
+
+        The hot path: ``data: `` and ``event: `` lines and blank lines are
+        handled here with the block state in locals; everything else goes
+        through ``_field``.
+        """
+        data_lines = self._data
+        event_type = self._event_type
+        start = self._block_start
+        size = self._block_size
+        limit = self.max_event_size
+        names = _EVENT_NAMES
+        try:
+            for line in lines:
+                if line:
+                    if start < 0:
+                        start = pos
+                    size += len(line)
+                    if size > limit:
+                        raise EventTooLarge(
+                            f"event starting at byte {start} is larger than {limit} bytes",
+                            offset=start,
+                        )
+                    if line[:6] == b"data: ":
+                        data_lines.append(line[6:])
+                    elif line[:7] == b"event: ":
+                        event_type = line[7:]
+                    else:
+                        self._event_type = event_type
+                        self._field(line)
+                        event_type = self._event_type
+                elif data_lines:
+                    raw = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+                    try:
+                        name = (
+                            (names.get(event_type) or _event_name(event_type))
+                            if event_type
+                            else "message"
+                        )
+                        text = raw.decode()
+                    except UnicodeDecodeError as exc:
+                        raise InvalidEncoding(
+                            f"event starting at byte {start} is not valid UTF-8: {exc.reason}",
+                            offset=start,
+                        ) from None
+                    events.append(
+                        ServerSentEvent(name, text, self.last_event_id, self._block_retry, start)
+                    )
+                    data_lines = self._data = []
+                    event_type = self._block_retry = None
+                    start, size = -1, 0
+                else:  # a blank line ending a block without data: nothing to dispatch
+                    event_type = self._block_retry = None
+                    start, size = -1, 0
+                pos += len(line) + 1
+        finally:
+            self._event_type, self._block_start, self._block_size = event_type, start, size
+        return pos
+
+    def _field(self, line: bytes) -> None:
+        """The less common lines: comments, ``id``, ``retry``, fields without a space."""
         if line[0] == 0x3A:  # ":" starts a comment
             self.comment_count += 1
             return
         name, colon, value = line.partition(b":")
         if colon and value[:1] == b" ":
             value = value[1:]
-        if name == b"event":
-            self._event_type = value
-        elif name == b"data":  # "data" without a colon: an empty data line
+        if name == b"data":
             self._data.append(value)
+        elif name == b"event":
+            self._event_type = value
         elif name == b"id":
             if b"\0" not in value:
                 self.last_event_id = self._decode(value)
         elif name == b"retry" and value.isdigit():
             self._block_retry = self.retry = int(value)
         # Any other field is ignored, as the spec says.
-
-    def _dispatch(self) -> ServerSentEvent:
-        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-        etype = self._event_type
-        event = ServerSentEvent(
-            self._decode(etype) if etype else "message",
-            self._decode(data),
-            self.last_event_id,
-            self._block_retry,
-            self._block_start,
-        )
-        self._reset_block()
-        return event
-
-    def _reset_block(self) -> None:
-        self._event_type = None
-        self._data = []
-        self._block_retry = None
-        self._block_size = 0
-        self._block_start = -1
 
     def _decode(self, raw: bytes) -> str:
         try:

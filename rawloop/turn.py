@@ -25,23 +25,56 @@ DeltaKind = Literal[
 ]
 
 
-@dataclass(slots=True)
 class Delta:
     """One thing a streamed event told us.
 
-    ``type`` is the wire event type that produced it (``response.output_text.delta``,
-    ``chat.completion.chunk``...). ``index`` is the Responses ``output_index`` or
-    the Chat choice index. For ``arguments`` and ``call`` deltas ``call_id``
-    and ``name`` say which call, when the stream has said so by then.
+    ``kind`` is a ``DeltaKind``; ``type`` is the wire event type that produced
+    it (``response.output_text.delta``, ``chat.completion.chunk``...).
+    ``index`` is the Responses ``output_index`` or the Chat choice index. For
+    ``arguments`` and ``call`` deltas ``call_id`` and ``name`` say which call,
+    when the stream has said so by then.
     """
 
-    kind: DeltaKind
-    text: str = ""
-    type: str = ""
-    item_id: str | None = None
-    index: int = 0
-    call_id: str | None = None
-    name: str | None = None
+    # Written out rather than a dataclass: one is made per event, and this
+    # __init__ is measurably cheaper than the generated one.
+    __slots__ = ("call_id", "index", "item_id", "kind", "name", "text", "type")
+
+    def __init__(
+        self,
+        kind: DeltaKind,
+        text: str = "",
+        type: str = "",
+        item_id: str | None = None,
+        index: int = 0,
+        call_id: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.text = text
+        self.type = type
+        self.item_id = item_id
+        self.index = index
+        self.call_id = call_id
+        self.name = name
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.kind, self.text, self.type, self.item_id, self.index, self.call_id, self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Delta) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={value!r}"
+            for name, value in zip(
+                ("kind", "text", "type", "item_id", "index", "call_id", "name"), self._fields()
+            )
+            if value not in ("", None) or name in ("kind", "index")
+        )
+        return f"Delta({shown})"
 
 
 @dataclass(slots=True)
