@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import orjson
 from ._version import __version__
 from .errors import RawloopError
 from .parse import DIALECTS, parse_stream
+from .trace import Trace
 
 __all__ = ["main"]
 
@@ -38,6 +41,51 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(path: str) -> Trace:
+    # A cut last line is kept in trace.warnings (and shown); not a Python warning here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Trace.load(path)
+
+
+def _warn(trace: Trace) -> None:
+    for warning in trace.warnings:
+        sys.stderr.write(f"rawloop: warning: {warning}\n")
+
+
+def _use_color() -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set to anything."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .show import as_json, raw, render
+
+    trace = _load(args.trace)
+    if args.raw:
+        _warn(trace)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(raw(trace))
+        sys.stdout.buffer.flush()
+    elif args.json:
+        _warn(trace)
+        text = orjson.dumps(as_json(trace), option=orjson.OPT_INDENT_2).decode()
+        sys.stdout.write(text + "\n")
+    else:
+        sys.stdout.write(render(trace, color=_use_color()))
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from .tracediff import DEFAULT_IGNORE, diff
+
+    a, b = _load(args.a), _load(args.b)
+    ignore = () if args.no_default_ignore else DEFAULT_IGNORE
+    result = diff(a, b, ignore=(*ignore, *args.ignore), strict_chunks=args.strict_chunks)
+    sys.stdout.write(f"A: {a.path}\nB: {b.path}\n{result}\n")
+    return 0 if result.equal else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rawloop", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rawloop {__version__}")
@@ -47,6 +95,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", choices=DIALECTS, default="responses")
     p.add_argument("--json", action="store_true", help="print the turn as JSON")
     p.set_defaults(func=_cmd_parse)
+
+    p = sub.add_parser("show", help="print a wire trace as a timeline (or its raw bytes, or JSON)")
+    p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument(
+        "--raw", action="store_true", help="write every response body exactly as received"
+    )
+    form.add_argument("--json", action="store_true", help="print the trace grouped, as JSON")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser(
+        "diff", help="where two traces first differ (exit 0 equal, 1 different, 2 bad input)"
+    )
+    p.add_argument("a", help="the first trace")
+    p.add_argument("b", help="the second trace")
+    p.add_argument(
+        "--strict-chunks",
+        action="store_true",
+        help="count different chunk boundaries (same bytes) as a difference",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="also skip paths matching this pattern (e.g. 'decision.turn.response_id'); repeatable",
+    )
+    p.add_argument(
+        "--no-default-ignore",
+        action="store_true",
+        help="compare timings, dates, request ids and versions too",
+    )
+    p.set_defaults(func=_cmd_diff)
     return parser
 
 
