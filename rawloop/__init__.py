@@ -40,6 +40,7 @@ from .hooks import (
 )
 from .loop import Loop, LoopRun
 from .parse import StreamParser, parse_stream
+from .replay import ReplayReport, ReplayTransport, loop_from_trace, replay
 from .retry import RetryPolicy
 from .sse import ServerSentEvent, SSEDecoder
 from .state import LoopState, RunResult, Step
@@ -74,6 +75,8 @@ __all__ = [
     "Redactor",
     "ReplayDivergence",
     "ReplayError",
+    "ReplayReport",
+    "ReplayTransport",
     "RequestInfo",
     "ResponseInfo",
     "ResultInfo",
@@ -98,6 +101,8 @@ __all__ = [
     "Turn",
     "UnknownToolError",
     "__version__",
+    "loop_from_trace",
     "parse_stream",
+    "replay",
     "tool",
 ]

@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -86,6 +87,62 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0 if result.equal else 1
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import anyio
+
+    from .chunking import CHUNKINGS
+    from .loading import load_module, tools_in
+    from .replay import loop_from_trace, replay
+    from .show import render
+    from .trace import TraceRecorder
+
+    if args.chunking not in CHUNKINGS:
+        raise RawloopError(
+            f"unknown chunking {args.chunking!r}; choose from {', '.join(CHUNKINGS)}"
+        )
+    if args.live_tools and not args.tools:
+        raise RawloopError("--live-tools needs --tools FILE.py with the real tool functions")
+    trace = _load(args.trace)
+    _warn(trace)
+    hooks = [load_module(path) for path in args.hook]
+    tools = [t for path in args.tools for t in tools_in(load_module(path))]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.save) if args.save else Path(tmp) / "replay.jsonl"
+        recorder = TraceRecorder(out, metadata={"replay_of": str(args.trace)})
+
+        async def go() -> Any:
+            loop = loop_from_trace(trace, rate=args.rate, tools=tools) if tools else None
+            return await replay(
+                trace,
+                loop,
+                rate=args.rate,
+                chunking=args.chunking,
+                seed=args.seed,
+                faults=args.fault,
+                live_tools=args.live_tools,
+                on_divergence=args.on_divergence,
+                hooks=[recorder, *hooks],
+            )
+
+        report = anyio.run(go)
+        recorder.close()
+        if not args.quiet and out.exists():
+            replayed = _load(str(out))
+            replayed.path = f"replay of {args.trace}"
+            sys.stdout.write(render(replayed, color=_use_color()))
+    for difference in report.tool_differences:
+        sys.stdout.write(
+            f"tool output changed: {difference['name']} {difference['call_id']}: "
+            f"recorded {difference['recorded']!r}, now {difference['actual']!r}\n"
+        )
+    sys.stdout.write(f"replay of {args.trace}: {report}\n")
+    if args.save:
+        sys.stdout.write(f"replayed run saved to {args.save}\n")
+    return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rawloop", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rawloop {__version__}")
@@ -128,6 +185,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare timings, dates, request ids and versions too",
     )
     p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay a trace through the loop against a fake server and compare",
+        description="Replay TRACE through a real rawloop loop, answered from the trace, "
+        "and say whether every request matched the recording. Exit 0 identical, "
+        "1 diverged, 2 bad input or an error during the run.",
+    )
+    p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="pace chunks at R x the recorded gaps (0: at once)"
+    )
+    p.add_argument("--chunking", default="recorded", help="recorded | events | bytes | hostile")
+    p.add_argument("--seed", type=int, default=0, help="seed for hostile chunking")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help='e.g. "iter=1,attempt=0:status=429,retry-after=1"',
+    )
+    p.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a hook module to load (repeatable)",
+    )
+    p.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a module of @rawloop.tool functions",
+    )
+    p.add_argument(
+        "--live-tools",
+        action="store_true",
+        help="run the real tools instead of the recorded results",
+    )
+    p.add_argument(
+        "--on-divergence",
+        choices=("raise", "warn"),
+        default="raise",
+        help="stop at the first divergence, or warn and go on",
+    )
+    p.add_argument("--save", metavar="FILE", help="write the replayed run as a trace")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
+    p.set_defaults(func=_cmd_replay)
     return parser
 
 

@@ -103,8 +103,11 @@ class Loop:
         self.instructions = instructions
         self.dialect: Dialect = get_dialect(dialect)
         tools = list(tools)
-        self.tools = ToolRegistry(t for t in tools if not isinstance(t, dict))
-        self.declared_tools = [dict(t) for t in tools if isinstance(t, dict)]
+        self.tools = ToolRegistry()
+        # What the model is told, in the order given: registered names and raw definitions.
+        self.tool_definitions: list[str | dict[str, Any]] = [
+            dict(t) if isinstance(t, dict) else self.tools.add(t).name for t in tools
+        ]
         self.tool_runner = tool_runner
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
             "/"
@@ -188,13 +191,18 @@ class Loop:
 
     def _initial_state(self, input: str | list[dict[str, Any]]) -> LoopState:
         chat = self.dialect.name == "chat"
-        schemas = [t.chat_schema() if chat else t.responses_schema() for t in self.tools.values()]
+        schemas = [
+            dict(t)
+            if isinstance(t, dict)
+            else (self.tools[t].chat_schema() if chat else self.tools[t].responses_schema())
+            for t in self.tool_definitions
+        ]
         return LoopState(
             iteration=0,
             model=self.model,
             instructions=self.instructions,
             input=self.dialect.normalize_input(input),
-            tools=schemas + [dict(t) for t in self.declared_tools],
+            tools=schemas,
             request_params=dict(self.request_params),
             dialect=self.dialect.name,
             base_url=self.base_url,

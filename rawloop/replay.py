@@ -35,7 +35,7 @@ from .jsondiff import first_difference
 from .loop import Loop
 from .retry import RetryPolicy
 from .state import LoopState, RunResult
-from .tools import StopLoop, ToolResult
+from .tools import StopLoop, Tool, ToolResult
 from .trace import Exchange, Trace, chunk_bytes
 from .turn import FunctionCall
 
@@ -341,11 +341,17 @@ class _Replayer:
 
 
 def loop_from_trace(
-    trace: Trace, *, http_client: httpx.AsyncClient | None = None, rate: float = 0.0
+    trace: Trace,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    rate: float = 0.0,
+    tools: Iterable[Tool[..., Any]] = (),
 ) -> Loop:
     """A Loop configured as the recorded one was, as far as its first request shows.
 
     It talks to ``http_client``, by default a client replaying ``trace``.
+    ``tools`` replace the recorded definitions of the same name, so their
+    handlers can run (``replay(..., live_tools=True)``).
     """
     exchanges = trace.exchanges()
     if not exchanges:
@@ -354,14 +360,19 @@ def loop_from_trace(
     chat = trace.dialect == "chat"
     model = body.pop("model", trace.header.get("model", ""))
     instructions = None if chat else body.pop("instructions", None)
-    tools = body.pop("tools", [])
+    handlers = {t.name: t for t in tools}
+    definitions = [
+        handlers.pop(d.get("name") or d.get("function", {}).get("name"), d)
+        for d in body.pop("tools", [])
+    ]
+    definitions.extend(handlers.values())  # tools the recording did not have
     for key in ("input", "messages", "stream"):
         body.pop(key, None)
     attempts = max(e.attempt for e in exchanges) + 1
     return Loop(
         model,
         instructions,
-        tools=list(tools),
+        tools=definitions,
         dialect=trace.dialect,
         base_url=trace.header.get("base_url") or None,
         http_client=http_client or httpx.AsyncClient(transport=ReplayTransport(trace)),
