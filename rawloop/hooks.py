@@ -187,7 +187,7 @@ class HookBus:
 
     def add(self, hook: Any) -> None:
         """Register a hook object; unknown ``on_*`` names are an error, listing the valid ones."""
-        found = False
+        callbacks: list[tuple[str, Callback]] = []
         for name in _hook_attributes(hook):
             if name not in self._points:
                 raise ConfigurationError(
@@ -197,13 +197,15 @@ class HookBus:
             callback = getattr(hook, name)
             if not callable(callback):
                 raise ConfigurationError(f"{_describe(hook)}.{name} is not callable")
-            self._points[name].append(callback)
-            found = True
-        if not found:
+            callbacks.append((name, callback))
+        if not callbacks:
             raise ConfigurationError(
                 f"{_describe(hook)} has no hook functions; name them after a hook point: "
                 f"{', '.join(HOOK_POINTS)}"
             )
+        # Register only once the whole hook checked out: a refused hook leaves no trace.
+        for name, callback in callbacks:
+            self._points[name].append(callback)
         self._hooks.append(hook)
 
     def remove(self, hook: Any) -> None:
@@ -229,13 +231,15 @@ class HookBus:
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
-                if self.strict or point == "on_error":
+                if self.strict:
                     raise HookError(f"hook {_name(callback)} failed in {point}: {exc!r}") from exc
                 warnings.warn(
                     f"rawloop: hook {_name(callback)} failed in {point}: {exc!r}",
                     RuntimeWarning,
                     stacklevel=2,
                 )
+                if point == "on_error":
+                    continue  # reported as a warning only: never recurse into on_error
                 await self.emit(
                     "on_error",
                     ErrorInfo(iteration, attempt, f"hook:{_name(callback)}", exc),

@@ -295,8 +295,8 @@ class LoopRun:
         finally:
             if self.result is None:
                 self.result = self._result(state.stop_reason or "stopped")
-            if error is not None or state.stop_reason:
-                await _emit_end(self.hooks, self.result, time.monotonic() - started, error)
+            # Always, even when cancelled or closed early: a recorder closes its trace here.
+            await _emit_end(self.hooks, self.result, time.monotonic() - started, error)
 
     async def _breakpoint(self) -> None:
         bus, state = self.hooks, self.state

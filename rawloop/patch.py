@@ -72,12 +72,32 @@ def apply(doc: Any, ops: list[dict[str, Any]]) -> Any:
     doc = copy.deepcopy(doc)
     for number, op in enumerate(ops):
         try:
+            if not isinstance(op, dict):
+                raise PatchError(f"{type(op).__name__} is not an object")
             doc = _apply_one(doc, op)
         except PatchError as exc:
-            raise PatchError(
-                f"operation {number} ({op.get('op')} {op.get('path')!r}): {exc}"
-            ) from None
+            where = f"{op.get('op')} {op.get('path')!r}" if isinstance(op, dict) else repr(op)
+            raise PatchError(f"operation {number} ({where}): {exc}") from None
     return doc
+
+
+def _member(op: dict[str, Any], name: str) -> Any:
+    if name not in op:
+        raise PatchError(f"missing {name!r}")
+    return op[name]
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: a boolean is never a number (Python says True == 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
+        return False
+    return bool(a == b)
 
 
 def _apply_one(doc: Any, op: dict[str, Any]) -> Any:
@@ -86,19 +106,20 @@ def _apply_one(doc: Any, op: dict[str, Any]) -> Any:
     if not isinstance(path, str):
         raise PatchError("missing 'path'")
     if kind == "add":
-        return _add(doc, path, copy.deepcopy(op["value"]))
+        return _add(doc, path, copy.deepcopy(_member(op, "value")))
     if kind == "remove":
         return _remove(doc, path)[0]
     if kind == "replace":
+        value = copy.deepcopy(_member(op, "value"))
         doc = _remove(doc, path)[0] if path else doc
-        return _add(doc, path, copy.deepcopy(op["value"]))
+        return _add(doc, path, value)
     if kind == "move":
-        doc, value = _remove(doc, op["from"])
+        doc, value = _remove(doc, _member(op, "from"))
         return _add(doc, path, value)
     if kind == "copy":
-        return _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
+        return _add(doc, path, copy.deepcopy(_get(doc, _member(op, "from"))))
     if kind == "test":
-        if _get(doc, path) != op["value"]:
+        if not _json_equal(_get(doc, path), _member(op, "value")):
             raise PatchError("test failed")
         return doc
     raise PatchError(f"unknown op {kind!r}")
@@ -131,7 +152,7 @@ def _get(doc: Any, path: str) -> Any:
 def _index(target: list[Any], token: str, *, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(target)
-    if not token.isdigit() or (token != "0" and token.startswith("0")):
+    if not (token.isascii() and token.isdigit()) or (token != "0" and token.startswith("0")):
         raise PatchError(f"{token!r} is not a list index")
     index = int(token)
     if index > len(target) or (index == len(target) and not allow_end):

@@ -38,8 +38,13 @@ SENSITIVE_HEADERS = frozenset(
 
 #: What an API key or bearer token looks like; used as a last scan before writing.
 SECRET_PATTERN = re.compile(
-    r"sk-[A-Za-z0-9_\-]{16,}|Bearer\s+(?!\[REDACTED)[A-Za-z0-9._~+/\-]{16,}"
+    r"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{16,}"
+    r"|(?P<scheme>Bearer\s+)(?!\[REDACTED)(?P<token>[A-Za-z0-9._~+/\-]{16,})"
 )
+
+#: Headers whose value is "Scheme credentials": the scheme is kept, the rest redacted.
+_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~\-]*")
 
 _KEY = os.urandom(32)
 
@@ -62,12 +67,22 @@ def redact_headers(
         key = name.lower()
         if key in sensitive:
             scheme, _, token = value.partition(" ")
-            # Keep the scheme so a reader can tell "Bearer" from "Basic".
-            value = f"{scheme} {placeholder(token)}" if token else placeholder(value)
+            # Keep the scheme so a reader can tell "Bearer" from "Basic"; only for
+            # Authorization-style headers (a cookie's first pair is no scheme).
+            if key in _AUTH_HEADERS and token and _SCHEME.fullmatch(scheme):
+                value = f"{scheme} {placeholder(token)}"
+            else:
+                value = placeholder(value)
         out[key] = value
     return out
 
 
 def redact_text(text: str) -> str:
     """Replace anything shaped like an API key or bearer token in free text."""
-    return SECRET_PATTERN.sub(lambda m: placeholder(m.group(0)), text)
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("token") is not None:  # keep "Bearer ", as redact_headers does
+            return match.group("scheme") + placeholder(match.group("token"))
+        return placeholder(match.group(0))
+
+    return SECRET_PATTERN.sub(replace, text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class RetryPolicy:
             told = retry_after(headers)
             if told is not None:
                 return float(min(max(told, 0.0), self.max_retry_after))
-        return float(min(self.initial_delay * 2.0**retry, self.max_delay))
+        # 2.0**1024 overflows; by 2**1000 any cap has long been reached.
+        return float(min(self.initial_delay * 2.0 ** min(retry, 1000), self.max_delay))
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -45,16 +47,20 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     raw_ms = lowered.get("retry-after-ms")
     if raw_ms is not None:
         try:
-            return float(raw_ms) / 1000.0
+            ms = float(raw_ms)
         except ValueError:
-            pass
+            ms = math.nan
+        if not math.isnan(ms):
+            return ms / 1000.0
     raw = lowered.get("retry-after")
     if raw is None:
         return None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        return None if math.isnan(seconds) else seconds
     try:
         parsed = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):
