@@ -1,0 +1,161 @@
+"""Print the wire to stderr: each request, each response status, and the raw SSE chunks.
+
+Load it with ``rawloop run --hook hooks/print_wire.py ...`` (or pass the module
+to ``Loop(hooks=[...])``). What it prints, as things happen:
+
+    >>> POST https://api.openai.com/v1/responses  (iteration 0, attempt 0)
+        content-type: application/json
+        model gpt-5.5, 412 bytes, 1 input item, 1 tool
+    <<< 200 OK  (request id req_abc, 0.412 s)
+        content-type: text/event-stream
+    event: response.created
+    data: {"type":"response.created",...}
+    ...
+
+Headers other than ``content-type`` are never printed (the request headers
+reach hooks already redacted, but there is nothing to learn from them here),
+and every printed text goes through ``rawloop.redact.redact_text`` so that
+anything shaped like an API key or a bearer token is replaced.
+
+Environment variables (read at each call, so they can change between runs):
+
+``RAWLOOP_WIRE_CHUNKS``
+    How to print the response body. ``text`` (the default): the bytes decoded
+    as UTF-8 and written as they arrive, so the stream reads as it was sent
+    (a character split across two chunks is printed whole, with the second).
+    ``repr``: one line per chunk with its byte offset, size and arrival time
+    and its bytes as a Python literal, which shows chunk boundaries, ``\\r``
+    and invalid UTF-8. ``off``: no body, only the summaries. Any other value
+    is reported once and treated as ``text``.
+``RAWLOOP_WIRE_BODY``
+    ``1`` to also print each request's JSON body, indented (default: off).
+"""
+
+from __future__ import annotations
+
+import codecs
+import http
+import os
+import sys
+
+import orjson
+
+from rawloop.hooks import ChunkInfo, EndInfo, ErrorInfo, RequestInfo, ResponseInfo
+from rawloop.redact import redact_text
+
+_CHUNK_MODES = ("text", "repr", "off")
+
+# The text decoder of the body being printed, and whether the output is at a line start.
+_decoder: codecs.IncrementalDecoder | None = None
+_at_line_start = True
+_warned_mode: str | None = None
+
+
+def _write(text: str) -> None:
+    global _at_line_start
+    if not text:
+        return
+    stream = sys.stderr  # looked up each time: a test or the CLI may swap it
+    stream.write(text)
+    stream.flush()
+    _at_line_start = text.endswith("\n")
+
+
+def _line(text: str) -> None:
+    """Write one line, starting a new one first if a body left the cursor mid-line."""
+    _write(("" if _at_line_start else "\n") + text + "\n")
+
+
+def _chunk_mode() -> str:
+    global _warned_mode
+    mode = os.environ.get("RAWLOOP_WIRE_CHUNKS", "text").strip().lower() or "text"
+    if mode in _CHUNK_MODES:
+        return mode
+    if _warned_mode != mode:  # say it once, not once per chunk
+        _warned_mode = mode
+        _line(
+            f"print_wire: RAWLOOP_WIRE_CHUNKS={mode!r} is not one of {', '.join(_CHUNK_MODES)}; using text"
+        )
+    return "text"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _flush_decoder() -> None:
+    global _decoder
+    if _decoder is not None:
+        _write(redact_text(_decoder.decode(b"", final=True)))
+        _decoder = None
+
+
+def on_request(info: RequestInfo) -> None:
+    global _decoder
+    _flush_decoder()
+    _decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    _line(f">>> {info.method} {info.url}  (iteration {info.iteration}, attempt {info.attempt})")
+    content_type = info.headers.get("content-type")
+    if content_type is not None:
+        _line(f"    content-type: {content_type}")
+    body = info.json
+    items = body.get("input", body.get("messages"))
+    parts = [f"model {info.model or '?'}", f"{len(info.body)} bytes"]
+    if isinstance(items, list):
+        parts.append(_plural(len(items), "input item"))
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        parts.append(_plural(len(tools), "tool"))
+    _line("    " + ", ".join(parts))
+    if os.environ.get("RAWLOOP_WIRE_BODY", "").strip() in ("1", "true", "yes"):
+        pretty = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+        for text in redact_text(pretty).splitlines():
+            _line("    " + text)
+
+
+def on_response(info: ResponseInfo) -> None:
+    try:
+        reason = " " + http.HTTPStatus(info.status).phrase
+    except ValueError:
+        reason = ""
+    extra = [f"request id {info.request_id}"] if info.request_id else []
+    extra.append(f"{info.elapsed:.3f} s")
+    _line(f"<<< {info.status}{reason}  ({', '.join(extra)})")
+    content_type = info.headers.get("content-type")
+    if content_type is not None:
+        _line(f"    content-type: {content_type}")
+
+
+def on_chunk(info: ChunkInfo) -> None:
+    global _decoder
+    mode = _chunk_mode()
+    if mode == "off":
+        return
+    if mode == "repr":
+        _line(
+            f"    [{info.offset}+{len(info.data)} at {info.elapsed:.3f} s] "
+            f"{redact_text(repr(info.data))}"
+        )
+        return
+    if _decoder is None:  # a chunk with no request seen (the hook was added mid-run)
+        _decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    _write(redact_text(_decoder.decode(info.data)))
+
+
+def on_error(info: ErrorInfo) -> None:
+    _flush_decoder()
+    then = f"; retrying in {info.delay:.2f} s" if info.will_retry else ""
+    _line(
+        f"!!! {info.where} failed (iteration {info.iteration}, attempt {info.attempt}): "
+        f"{type(info.error).__name__}: {redact_text(str(info.error))}{then}"
+    )
+
+
+def on_end(info: EndInfo) -> None:
+    _flush_decoder()
+    tokens = info.usage.get("total_tokens")
+    usage = f", {tokens} tokens" if tokens is not None else ""
+    _line(
+        f"=== end: {info.stop_reason} after {_plural(info.iterations, 'iteration')}, "
+        f"{info.duration:.3f} s{usage}"
+    )
