@@ -65,7 +65,7 @@ def redact_headers(
     out: dict[str, str] = {}
     for name, value in items:
         key = name.lower()
-        if key in sensitive:
+        if key in sensitive and not _already_redacted(value):
             scheme, _, token = value.partition(" ")
             # Keep the scheme so a reader can tell "Bearer" from "Basic"; only for
             # Authorization-style headers (a cookie's first pair is no scheme).
@@ -75,6 +75,11 @@ def redact_headers(
                 value = placeholder(value)
         out[key] = value
     return out
+
+
+def _already_redacted(value: str) -> bool:
+    # Redacting twice must give the same placeholder, not a hash of the placeholder.
+    return value.startswith("[REDACTED:") or value.partition(" ")[2].startswith("[REDACTED:")
 
 
 def redact_text(text: str) -> str:

@@ -114,7 +114,8 @@ class Redactor:
         self._paths = [parse_pointer(p) for p in self.json_paths]
 
     def headers_of(self, headers: dict[str, str]) -> dict[str, str]:
-        return redact_headers(headers, self.headers) if self.headers else headers
+        """Headers with the defaults and the extra names redacted (idempotent)."""
+        return redact_headers(headers, self.headers)
 
     def body(self, body: Any) -> Any:
         if not self._paths and not self._compiled:
@@ -442,9 +443,12 @@ class TraceRecorder:
         )
 
     def on_chunk(self, info: ChunkInfo) -> None:
-        encoded = encode_chunk(info.data)
+        encoded: dict[str, Any] = encode_chunk(info.data)
         if "text" in encoded:
-            encoded["text"] = self.redactor.text(encoded["text"])
+            text = self.redactor.text(encoded["text"])
+            if text != encoded["text"]:
+                # Say so: these bytes are no longer the ones that crossed the wire.
+                encoded["text"], encoded["redacted"] = text, True
         self._write(
             {
                 "kind": "chunk",

@@ -176,3 +176,10 @@ def test_any_key_shaped_token_is_caught(body: str) -> None:
     out = redact_text(f"x {secret} y")
     assert secret not in out and PLACEHOLDER.search(out)
     assert SECRET_PATTERN.search(out) is None  # what is left passes the last scan
+
+
+def test_redacting_twice_keeps_the_first_placeholder() -> None:
+    once = redact_headers(
+        {"Authorization": "Bearer sk-abcdefghijklmnopqrstuvwxyz", "Cookie": "a=b"}
+    )
+    assert redact_headers(once) == once

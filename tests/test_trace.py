@@ -150,6 +150,11 @@ async def test_user_redaction_rules_for_headers_json_paths_and_patterns(tmp_path
     request = Trace.load(path).of_kind("request")[0].data
     assert request["headers"]["x-tenant"].startswith("[REDACTED:")
     assert request["body"]["input"][0]["content"].startswith("[REDACTED:")
+    chunks = Trace.load(path).of_kind("chunk")
+    # Chunks whose text a rule changed say so; the others are the wire bytes.
+    assert any(c.data.get("redacted") for c in chunks)
+    assert all("pong" not in c.data["text"] for c in chunks)
+    assert all(c.data.get("redacted") for c in chunks if "[REDACTED:" in c.data["text"])
     # The live request itself was not changed by redaction.
     assert api.bodies[0]["input"][0]["content"] == "call me at 555-1234"
 
