@@ -103,6 +103,10 @@ async def test_the_api_key_reaches_no_trace_log_error_or_output(
     loop = Loop("m", http_client=failing.client(), api_key=key, retries=RetryPolicy(0))
     with pytest.raises(APIStatusError) as info:
         await loop.run("x", trace=tmp_path / "fail.jsonl")
+    from rawloop.cli import main
+
+    for args in (["show", str(path)], ["show", str(path), "--raw"], ["show", str(path), "--json"]):
+        assert main(args) == 0
     texts = [
         path.read_text(),
         (tmp_path / "fail.jsonl").read_text(),
