@@ -29,7 +29,9 @@ def load_module(path: str | Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise ConfigurationError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from exc
+        raise ConfigurationError(
+            f"{path}: importing it failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 

@@ -131,10 +131,7 @@ class ResponsesAccumulator(Accumulator):
             self.event_index += 1
             seq = p.get("sequence_number")
             if seq is not None:
-                last = self._last_seq
-                if last is not None and seq != last + 1:
-                    self._sequence_gap(last, seq)
-                self._last_seq = seq
+                self._sequence(seq)
             if p.get("type") == "response.output_text.delta":
                 try:
                     return self._on_text_delta(p, "response.output_text.delta")
@@ -155,10 +152,7 @@ class ResponsesAccumulator(Accumulator):
                 raise self._bad(event, "event has no 'type' in its data and no 'event:' line")
         seq = payload.get("sequence_number")
         if seq is not None:
-            last = self._last_seq
-            if last is not None and seq != last + 1:
-                self._sequence_gap(last, seq)
-            self._last_seq = seq
+            self._sequence(seq)
         return self._dispatch(payload, etype, event)
 
     def _dispatch(self, payload: dict[str, Any], etype: Any, event: ServerSentEvent) -> list[Delta]:
@@ -171,10 +165,13 @@ class ResponsesAccumulator(Accumulator):
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._bad(event, f"unexpected shape for {etype}: {exc!r}") from None
 
-    def _sequence_gap(self, last: int, seq: int) -> None:
-        self.turn.warnings.append(
-            f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
-        )
+    def _sequence(self, seq: Any) -> None:
+        last = self._last_seq
+        if last is not None and seq != last + 1:
+            self.turn.warnings.append(
+                f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
+            )
+        self._last_seq = seq
 
     # -- handlers, most frequent first ----------------------------------------
 

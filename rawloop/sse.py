@@ -57,6 +57,12 @@ def _event_name(raw: bytes) -> str:
     return name
 
 
+def _not_utf8(exc: UnicodeDecodeError, start: int) -> InvalidEncoding:
+    return InvalidEncoding(
+        f"event starting at byte {start} is not valid UTF-8: {exc.reason}", offset=start
+    )
+
+
 @dataclass(slots=True)
 class ServerSentEvent:
     """One dispatched event.
@@ -224,10 +230,7 @@ class SSEDecoder:
                     try:
                         text = raw.decode()
                     except UnicodeDecodeError as exc:
-                        raise InvalidEncoding(
-                            f"event starting at byte {pos} is not valid UTF-8: {exc.reason}",
-                            offset=pos,
-                        ) from None
+                        raise _not_utf8(exc, pos) from None
                     events.append(ServerSentEvent(name, text, self.last_event_id, None, pos))
                     pos += len(block) + 2
                     continue
@@ -241,9 +244,7 @@ class SSEDecoder:
         try:
             return _event_name(raw)
         except UnicodeDecodeError as exc:
-            raise InvalidEncoding(
-                f"event starting at byte {pos} is not valid UTF-8: {exc.reason}", offset=pos
-            ) from None
+            raise _not_utf8(exc, pos) from None
 
     def _hold(self, piece: bytes) -> None:
         self._pending.append(piece)
@@ -322,10 +323,7 @@ class SSEDecoder:
                         )
                         text = raw.decode()
                     except UnicodeDecodeError as exc:
-                        raise InvalidEncoding(
-                            f"event starting at byte {start} is not valid UTF-8: {exc.reason}",
-                            offset=start,
-                        ) from None
+                        raise _not_utf8(exc, start) from None
                     events.append(
                         ServerSentEvent(name, text, self.last_event_id, self._block_retry, start)
                     )
@@ -364,7 +362,4 @@ class SSEDecoder:
             return raw.decode()
         except UnicodeDecodeError as exc:
             start = self._block_start if self._block_start >= 0 else self._offset
-            raise InvalidEncoding(
-                f"event starting at byte {start} is not valid UTF-8: {exc.reason}",
-                offset=start,
-            ) from None
+            raise _not_utf8(exc, start) from None
