@@ -2,12 +2,18 @@
 
 Theory of operation
 -------------------
-``@tool`` reads a function once, when it is decorated: the name, the
-docstring (summary and Google-style ``Args:``) and the type hints become a
-JSON schema, and each parameter gets a converter that turns the JSON the model
-sends into the Python value the annotation asks for (a dataclass, an Enum
-member, a tuple...). Everything that can be wrong with a definition is found
-then and raised as ``ConfigurationError``, not in the middle of a run.
+``@tool`` reads a function once, when it is decorated: its name, its
+docstring and its signature become a ``Tool`` whose ``parameters`` is a JSON
+object schema with one property per parameter, each with a converter from the
+model's JSON to the Python value the annotation asks for (``rawloop.schema``
+does the docstrings and the type hints). Everything that can be wrong with a
+definition is found then and raised as ``ConfigurationError``, not in the
+middle of a run. An explicit ``schema=`` replaces the generated one; a
+parameter whose type hint cannot be compiled then gets its JSON as is.
+
+Arguments are parsed and checked against ``parameters`` (by
+``rawloop.validate``), then converted, before the handler is called; all the
+problems are listed in one ``ToolArgumentsError``.
 
 ``run_tool`` is what the loop calls for each function call the model makes. It
 never raises for anything the model or the handler did: bad JSON, arguments
@@ -22,37 +28,29 @@ blocking handler never stalls the event loop or the other tools running next
 to it. The thread is abandoned on timeout or cancellation: Python cannot stop
 a thread, so it runs to completion in the background and its result is
 dropped.
-
-Arguments are checked by a small validator that understands the keywords this
-module generates (``type``, ``enum``, ``const``, ``anyOf``/``oneOf``/``allOf``,
-``properties``, ``required``, ``additionalProperties``, ``items``,
-``prefixItems``, ``minItems``/``maxItems``); any other keyword in an explicit
-schema is left for the handler to check.
 """
 
 from __future__ import annotations
 
 import builtins
-import collections.abc
 import copy
-import dataclasses
-import enum
 import functools
 import inspect
 import re
 import sys
 import time
-import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, ParamSpec, TypeVar, Union, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import anyio
 import anyio.to_thread
 import orjson
 
 from .errors import ConfigurationError, RawloopError
+from .schema import Compiled, Converter, JSONSchema, SchemaCompiler, parse_docstring, strict_problem
+from .validate import json_type, problems
 
 __all__ = [
     "StopLoop",
@@ -68,9 +66,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-JSONSchema = dict[str, Any]
-_Converter = Callable[[Any], Any]
 
 # What OpenAI accepts as a function name (both dialects).
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -118,603 +113,6 @@ class UnknownToolError(RawloopError):
 
 
 # ---------------------------------------------------------------------------
-# Docstrings
-
-
-_SECTION_RE = re.compile(
-    r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters"
-    r"|Returns?|Yields?|Raises|Exceptions|Examples?|Notes?|Warnings?|Warns|Attributes"
-    r"|Todo|See Also|References)\s*:\s*$"
-)
-_ARG_SECTIONS = frozenset(
-    {"Args", "Arguments", "Parameters", "Params", "Keyword Args", "Keyword Arguments"}
-)
-_ARG_RE = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """Split a Google-style docstring into its summary and its per-argument texts."""
-    if not doc:
-        return "", {}
-    lines = inspect.cleandoc(doc).splitlines()
-    summary: list[str] = []
-    params: dict[str, str] = {}
-    i = 0
-    # The summary stops at the first section of any kind, not only Args:
-    # a "Returns:" block is not a description of what the tool does.
-    while i < len(lines) and not _SECTION_RE.match(lines[i].strip()):
-        summary.append(lines[i])
-        i += 1
-    while i < len(lines):
-        header = lines[i]
-        section = header.strip().rstrip(":").strip()
-        header_indent = _indent(header)
-        i += 1
-        current: str | None = None
-        entry_indent: int | None = None
-        while i < len(lines):
-            line = lines[i]
-            if line.strip() and _indent(line) <= header_indent:
-                break  # the next section, or text back at the margin
-            i += 1
-            if section not in _ARG_SECTIONS or not line.strip():
-                continue
-            if entry_indent is None:
-                entry_indent = _indent(line)
-            match = _ARG_RE.match(line.strip()) if _indent(line) <= entry_indent else None
-            if match:
-                current = match.group(1)
-                params[current] = match.group(2).strip()
-            elif current is not None:
-                params[current] = f"{params[current]} {line.strip()}".strip()
-        # Skip stray lines at the margin that are not section headers.
-        while i < len(lines) and not _SECTION_RE.match(lines[i].strip()):
-            i += 1
-    return "\n".join(summary).strip(), params
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-# ---------------------------------------------------------------------------
-# Type hints -> JSON schema and converters
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A type's JSON schema, and how to turn validated JSON into its Python value."""
-
-    schema: JSONSchema
-    convert: _Converter | None = None  # None: the JSON value is used as is
-
-
-_ANY = _Compiled({})
-_SCALARS: dict[object, JSONSchema] = {
-    str: {"type": "string"},
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    bool: {"type": "boolean"},
-}
-_ARRAY_ORIGINS = frozenset(
-    {
-        list,
-        collections.abc.Sequence,
-        collections.abc.MutableSequence,
-        collections.abc.Collection,
-        collections.abc.Iterable,
-    }
-)
-_SET_ORIGINS = frozenset({set, frozenset, collections.abc.Set, collections.abc.MutableSet})
-_MAPPING_ORIGINS = frozenset({dict, collections.abc.Mapping, collections.abc.MutableMapping})
-
-
-def _qualifier_origins() -> set[object]:
-    """The TypedDict key qualifiers (Required...), from typing and typing_extensions."""
-    found: set[object] = set()
-    # typing_extensions is not a dependency: if a user's TypedDict uses its
-    # qualifiers, the module is already imported.
-    modules = [typing, sys.modules.get("typing_extensions")]
-    for module in modules:
-        for name in ("Required", "NotRequired", "ReadOnly"):
-            qualifier = getattr(module, name, None)
-            if qualifier is not None:
-                found.add(qualifier)
-    return found
-
-
-def _type_name(tp: object) -> str:
-    if isinstance(tp, type) and not typing.get_args(tp):
-        if tp.__module__ == "builtins":
-            return tp.__qualname__
-        return f"{tp.__module__}.{tp.__qualname__}"
-    return repr(tp)
-
-
-def _json_scalar_type(value: object) -> str | None:
-    """The JSON type of a Literal or Enum value, or None if it is not a JSON scalar."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return None
-
-
-def _enum_schema(values: Sequence[object]) -> JSONSchema:
-    types_ = {_json_scalar_type(v) for v in values}
-    schema: JSONSchema = {}
-    if len(types_) == 1:
-        schema["type"] = types_.pop()
-    schema["enum"] = list(values)
-    return schema
-
-
-def _int_converter(value: Any) -> Any:
-    # JSON Schema counts 3.0 as an integer and the validator accepts it;
-    # the handler asked for an int, so give it one.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-class _SchemaCompiler:
-    """Compiles annotations for one tool; errors name the tool and the parameter."""
-
-    def __init__(self, tool_name: str, namespace: Mapping[str, Any]) -> None:
-        self.tool_name = tool_name
-        self.param = ""
-        self._active: list[object] = []  # classes being compiled, to catch recursion
-        # Where string annotations are looked up: the function's globals, then
-        # the module of each class being compiled.
-        self._namespaces: list[Mapping[str, Any]] = [namespace]
-        self._qualifiers = _qualifier_origins()
-
-    def parameter(self, name: str, annotation: object) -> _Compiled:
-        self.param = name
-        return self.compile(annotation, name)
-
-    def fail(self, tp: object, where: str, why: str = "unsupported type") -> ConfigurationError:
-        location = "" if where == self.param else f" (at {where})"
-        return ConfigurationError(
-            f"tool {self.tool_name!r}: parameter {self.param!r}{location}: {why} {_type_name(tp)}; "
-            "use a supported type or pass an explicit schema= to @tool"
-        )
-
-    def compile(self, tp: Any, where: str) -> _Compiled:
-        origin = typing.get_origin(tp)
-        args = typing.get_args(tp)
-        # Annotated first: its metadata may be unhashable, so it must not
-        # reach the set and dict lookups below.
-        if origin is Annotated:
-            return self._annotated(args, where)
-        if tp is Any or tp is object:
-            return _ANY
-        if tp is None or tp is type(None):
-            return _Compiled({"type": "null"})
-        if isinstance(tp, (str, typing.ForwardRef)):
-            return self.compile(self._resolve(tp, where), where)
-        # A class without type arguments (list, dict...) is its own origin.
-        bare = tp if isinstance(tp, type) else None
-        if bare in _SCALARS:
-            return _Compiled(dict(_SCALARS[bare]), _int_converter if bare is int else None)
-        alias_type = getattr(typing, "TypeAliasType", None)
-        if alias_type is not None and isinstance(tp, alias_type):
-            return self._nested(tp, where, lambda: self.compile(tp.__value__, where))
-        if callable(tp) and hasattr(tp, "__supertype__"):  # typing.NewType
-            return self.compile(tp.__supertype__, where)
-        if origin in self._qualifiers:
-            return self.compile(args[0], where)
-        if origin is Union or (origin is not None and origin is types.UnionType):
-            return self._union(args, where)
-        if origin is Literal:
-            return self._literal(tp, args, where)
-        container = origin or bare
-        if container is tuple:
-            return self._tuple(args, where)
-        if container in _ARRAY_ORIGINS:
-            return self._array(args, where)
-        if container in _SET_ORIGINS:
-            return self._array(
-                args, where, frozenset if container is frozenset else set, unique=True
-            )
-        if container in _MAPPING_ORIGINS:
-            return self._mapping(tp, args, where)
-        if isinstance(tp, type):
-            if issubclass(tp, enum.Enum):
-                return self._enum(tp, where)
-            if dataclasses.is_dataclass(tp):
-                return self._nested(tp, where, lambda: self._dataclass(tp, where))
-            if issubclass(tp, dict) and hasattr(tp, "__required_keys__"):
-                return self._nested(tp, where, lambda: self._typeddict(tp, where))
-        raise self.fail(tp, where)
-
-    def _nested(self, tp: object, where: str, build: Callable[[], _Compiled]) -> _Compiled:
-        if tp in self._active:
-            raise self.fail(tp, where, "recursive type")
-        module = sys.modules.get(getattr(tp, "__module__", ""))
-        self._active.append(tp)
-        self._namespaces.append(vars(module) if module else self._namespaces[-1])
-        try:
-            return build()
-        finally:
-            self._active.pop()
-            self._namespaces.pop()
-
-    def _resolve(self, ref: str | typing.ForwardRef, where: str) -> Any:
-        """Evaluate a string annotation, as get_type_hints would.
-
-        get_type_hints leaves strings nested in builtin generics
-        (``list["Node"]``) unevaluated on Python 3.10.
-        """
-        text = ref if isinstance(ref, str) else ref.__forward_arg__
-        try:
-            return eval(text, dict(self._namespaces[-1]))
-        except Exception as exc:
-            raise self.fail(text, where, f"cannot resolve ({exc}) the forward reference") from exc
-
-    def _annotated(self, args: tuple[Any, ...], where: str) -> _Compiled:
-        inner = self.compile(args[0], where)
-        description = next((m for m in args[1:] if isinstance(m, str)), None)
-        if description is None:
-            return inner
-        return _Compiled({**inner.schema, "description": description}, inner.convert)
-
-    def _union(self, args: tuple[Any, ...], where: str) -> _Compiled:
-        arms = [self.compile(arg, where) for arg in args]
-        schema: JSONSchema = {"anyOf": [arm.schema for arm in arms]}
-        if not any(arm.convert for arm in arms):
-            return _Compiled(schema)
-
-        def convert(value: Any) -> Any:
-            # The first arm the value fits decides, as a reader of the
-            # annotation would expect (int | str given 1 gives 1, not "1").
-            for arm in arms:
-                if not _problems(value, arm.schema):
-                    return arm.convert(value) if arm.convert else value
-            return value
-
-        return _Compiled(schema, convert)
-
-    def _literal(self, tp: object, args: tuple[Any, ...], where: str) -> _Compiled:
-        values = [a.value if isinstance(a, enum.Enum) else a for a in args]
-        if any(_json_scalar_type(v) is None for v in values):
-            raise self.fail(tp, where, "Literal values must be JSON scalars in")
-        members = {_scalar_key(a.value): a for a in args if isinstance(a, enum.Enum)}
-        if not members:
-            return _Compiled(_enum_schema(values))
-
-        def convert(value: Any) -> Any:
-            return members.get(_scalar_key(value), value)
-
-        return _Compiled(_enum_schema(values), convert)
-
-    def _enum(self, tp: type[enum.Enum], where: str) -> _Compiled:
-        values = [member.value for member in tp]
-        if not values or any(_json_scalar_type(v) is None for v in values):
-            raise self.fail(tp, where, "Enum values must be JSON scalars in")
-
-        def convert(value: Any) -> Any:
-            return value if isinstance(value, tp) else tp(value)
-
-        return _Compiled(_enum_schema(values), convert)
-
-    def _array(
-        self,
-        args: tuple[Any, ...],
-        where: str,
-        container: Callable[[Any], Any] | None = None,
-        *,
-        unique: bool = False,
-    ) -> _Compiled:
-        """An array; ``container`` (set, tuple...) is what the JSON list becomes."""
-        schema: JSONSchema = {"type": "array"}
-        item = self.compile(args[0], f"{where}[]") if args else _ANY
-        if item.schema:
-            schema["items"] = item.schema
-        if unique:
-            schema["uniqueItems"] = True
-        item_convert = item.convert
-        if item_convert is None and container is None:
-            return _Compiled(schema)
-
-        def convert(value: Any) -> Any:
-            if not isinstance(value, list):
-                return value
-            items = [item_convert(v) for v in value] if item_convert else value
-            return container(items) if container else items
-
-        return _Compiled(schema, convert)
-
-    def _tuple(self, args: tuple[Any, ...], where: str) -> _Compiled:
-        if not args or (len(args) == 2 and args[1] is Ellipsis):
-            return self._array(args[:1], where, tuple)
-        items = [self.compile(arg, f"{where}[{i}]") for i, arg in enumerate(args)]
-        schema: JSONSchema = {
-            "type": "array",
-            "prefixItems": [item.schema for item in items],
-            "minItems": len(items),
-            "maxItems": len(items),
-        }
-
-        def convert(value: Any) -> Any:
-            if not isinstance(value, list):
-                return value
-            return tuple(
-                item.convert(v) if item.convert else v
-                for item, v in zip(items, value, strict=False)
-            )
-
-        return _Compiled(schema, convert)
-
-    def _mapping(self, tp: object, args: tuple[Any, ...], where: str) -> _Compiled:
-        if args and args[0] not in (str, Any):
-            raise self.fail(tp, where, "JSON object keys are strings; unsupported key type in")
-        value = self.compile(args[1], f"{where}{{}}") if len(args) == 2 else _ANY
-        schema: JSONSchema = {"type": "object"}
-        if value.schema:
-            schema["additionalProperties"] = value.schema
-        value_convert = value.convert
-        if value_convert is None:
-            return _Compiled(schema)
-
-        def convert(obj: Any) -> Any:
-            if not isinstance(obj, dict):
-                return obj
-            return {k: value_convert(v) for k, v in obj.items()}
-
-        return _Compiled(schema, convert)
-
-    def _hints(self, cls: type, where: str) -> dict[str, Any]:
-        try:
-            return typing.get_type_hints(cls, include_extras=True)
-        except Exception as exc:  # NameError, TypeError: unresolvable annotations
-            raise self.fail(cls, where, f"cannot resolve the type hints ({exc}) of") from exc
-
-    def _object(
-        self, fields: Mapping[str, _Compiled], required: Iterable[str]
-    ) -> tuple[JSONSchema, dict[str, _Converter]]:
-        schema: JSONSchema = {
-            "type": "object",
-            "properties": {name: c.schema for name, c in fields.items()},
-            "required": [name for name in fields if name in set(required)],
-            # Unknown keys would make a dataclass constructor fail, and strict
-            # mode needs this on every object.
-            "additionalProperties": False,
-        }
-        converters = {name: c.convert for name, c in fields.items() if c.convert}
-        return schema, converters
-
-    def _dataclass(self, cls: type, where: str) -> _Compiled:
-        hints = self._hints(cls, where)
-        fields: dict[str, _Compiled] = {}
-        required: list[str] = []
-        for f in dataclasses.fields(cls):
-            if not f.init:
-                continue
-            compiled = self.compile(hints.get(f.name, Any), f"{where}.{f.name}")
-            description = f.metadata.get("description")
-            if isinstance(description, str) and "description" not in compiled.schema:
-                compiled = _Compiled(
-                    {**compiled.schema, "description": description}, compiled.convert
-                )
-            fields[f.name] = compiled
-            no_default = f.default is dataclasses.MISSING
-            if no_default and f.default_factory is dataclasses.MISSING:
-                required.append(f.name)
-        schema, converters = self._object(fields, required)
-
-        def convert(value: Any) -> Any:
-            if not isinstance(value, dict):
-                return value
-            kwargs = {k: converters[k](v) if k in converters else v for k, v in value.items()}
-            return cls(**kwargs)
-
-        return _Compiled(schema, convert)
-
-    def _typeddict(self, cls: type, where: str) -> _Compiled:
-        hints = self._hints(cls, where)
-        fields = {name: self.compile(hint, f"{where}.{name}") for name, hint in hints.items()}
-        required_keys: frozenset[str] = getattr(cls, "__required_keys__", frozenset())
-        schema, converters = self._object(fields, required_keys)
-        if not converters:
-            return _Compiled(schema)
-
-        def convert(value: Any) -> Any:
-            if not isinstance(value, dict):
-                return value
-            return {k: converters[k](v) if k in converters else v for k, v in value.items()}
-
-        return _Compiled(schema, convert)
-
-
-def _scalar_key(value: object) -> tuple[str | None, object]:
-    # Keeps True and 1 apart when looking Literal/Enum values up.
-    return (_json_scalar_type(value), value)
-
-
-def _strict_problem(schema: Any, path: str) -> str | None:
-    """The first reason OpenAI's strict mode would reject ``schema``, if any."""
-    if not isinstance(schema, dict):
-        return None
-    if schema.get("type") == "object" or "properties" in schema:
-        if schema.get("additionalProperties") is not False:
-            return f"{path}: objects must set additionalProperties to false"
-        required = set(schema.get("required", ()))
-        for name in schema.get("properties", {}):
-            if name not in required:
-                return (
-                    f"{path}: property {name!r} is optional, but strict mode needs every "
-                    "property in required (use `T | None` without a default instead)"
-                )
-        for name, sub in schema.get("properties", {}).items():
-            if problem := _strict_problem(sub, f"{path}.{name}"):
-                return problem
-    for sub in (schema.get("items"), *schema.get("prefixItems", ())):
-        if problem := _strict_problem(sub, f"{path}[]"):
-            return problem
-    for key in ("anyOf", "oneOf", "allOf"):
-        for sub in schema.get(key, ()):
-            if problem := _strict_problem(sub, path):
-                return problem
-    return None
-
-
-# ---------------------------------------------------------------------------
-# Argument validation
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
-def _is_json_type(value: object, expected: str) -> bool:
-    actual = _json_type(value)
-    if expected == "number":
-        return actual in ("integer", "number")
-    if expected == "integer":
-        return actual == "integer" or (isinstance(value, float) and value.is_integer())
-    if expected in ("string", "boolean", "null", "array", "object"):
-        return actual == expected
-    return True  # a type name this validator does not know: not its business
-
-
-def _json_equal(a: object, b: object) -> bool:
-    ta, tb = _json_type(a), _json_type(b)
-    if {ta, tb} <= {"integer", "number"}:
-        return a == b
-    if ta != tb:
-        return False
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return a == b
-
-
-def _show(value: object) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def _expected(schema: Any) -> str:
-    """How to name what a schema accepts in an error message."""
-    if not isinstance(schema, dict):
-        return "a matching value"
-    if "enum" in schema:
-        return "one of " + ", ".join(_show(v) for v in schema["enum"])
-    if "const" in schema:
-        return _show(schema["const"])
-    kind = schema.get("type")
-    if isinstance(kind, str):
-        return kind
-    if isinstance(kind, list):
-        return " or ".join(str(k) for k in kind)
-    arms = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(arms, list):
-        return " or ".join(_expected(arm) for arm in arms)
-    return "a matching value"
-
-
-def _problems(value: Any, schema: Any, path: str = "$") -> list[str]:
-    """What is wrong with ``value`` against ``schema``; empty when it fits."""
-    out: list[str] = []
-    _check(value, schema, path, out)
-    return out
-
-
-def _check(value: Any, schema: Any, path: str, out: list[str]) -> None:
-    if schema is False:
-        out.append(f"{path}: no value is allowed here")
-        return
-    if not isinstance(schema, dict):
-        return
-    for key in ("anyOf", "oneOf"):
-        arms = schema.get(key)
-        if isinstance(arms, list) and not any(not _problems(value, arm, path) for arm in arms):
-            # When only one arm takes this JSON type ("array" of list[X] | None),
-            # what is wrong inside it is the useful message.
-            fitting = [a for a in arms if isinstance(a, dict) and _fits_type(value, a.get("type"))]
-            if len(fitting) == 1:
-                _check(value, fitting[0], path, out)
-            else:
-                out.append(f"{path}: expected {_expected(schema)}, got {_json_type(value)}")
-            return
-    for arm in schema.get("allOf", ()):
-        _check(value, arm, path, out)
-    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
-        out.append(f"{path}: expected {_expected(schema)}, got {_show(value)}")
-        return
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        out.append(f"{path}: expected {_show(schema['const'])}, got {_show(value)}")
-        return
-    kind = schema.get("type")
-    if kind is not None and not _fits_type(value, kind):
-        out.append(f"{path}: expected {_expected(schema)}, got {_json_type(value)}")
-        return
-    if isinstance(value, Mapping):
-        _check_object(value, schema, path, out)
-    elif isinstance(value, (list, tuple)):
-        _check_array(value, schema, path, out)
-
-
-def _fits_type(value: object, kind: object) -> bool:
-    """Whether ``value`` has the JSON ``type`` (a name or a list of names); False for none."""
-    kinds = kind if isinstance(kind, list) else [kind]
-    return any(isinstance(k, str) and _is_json_type(value, k) for k in kinds)
-
-
-def _check_object(value: Mapping[str, Any], schema: JSONSchema, path: str, out: list[str]) -> None:
-    properties = schema.get("properties", {})
-    for name in schema.get("required", ()):
-        if name not in value:
-            out.append(f"{path}: missing required property {name!r}")
-    extra = schema.get("additionalProperties", True)
-    for name, item in value.items():
-        where = f"{path}.{name}"
-        if name in properties:
-            _check(item, properties[name], where, out)
-        elif extra is False:
-            out.append(f"{path}: unexpected property {name!r}")
-        else:
-            _check(item, extra, where, out)
-
-
-def _check_array(value: Sequence[Any], schema: JSONSchema, path: str, out: list[str]) -> None:
-    low, high = schema.get("minItems"), schema.get("maxItems")
-    if isinstance(low, int) and len(value) < low:
-        out.append(f"{path}: expected at least {low} items, got {len(value)}")
-    if isinstance(high, int) and len(value) > high:
-        out.append(f"{path}: expected at most {high} items, got {len(value)}")
-    prefix = schema.get("prefixItems", ())
-    items = schema.get("items", True)
-    for i, item in enumerate(value):
-        _check(item, prefix[i] if i < len(prefix) else items, f"{path}[{i}]", out)
-
-
-# ---------------------------------------------------------------------------
 # Tool
 
 
@@ -723,7 +121,7 @@ class _Param:
     name: str
     kind: inspect._ParameterKind
     default: Any
-    convert: _Converter | None
+    convert: Converter | None
 
     @property
     def required(self) -> bool:
@@ -791,7 +189,7 @@ class Tool(Generic[P, R]):
         functools.update_wrapper(self, handler, updated=())
 
         target = _introspection_target(handler)
-        summary, arg_docs = _parse_docstring(getattr(target, "__doc__", None))
+        summary, arg_docs = parse_docstring(getattr(target, "__doc__", None))
         self.description: str = summary if description is None else description
         try:
             signature = inspect.signature(handler)
@@ -802,7 +200,7 @@ class Tool(Generic[P, R]):
         self._has_var_keyword = False
         self._params: list[_Param] = []
         self.parameters: JSONSchema = self._build(signature, target, arg_docs, schema)
-        if strict and (problem := _strict_problem(self.parameters, "$")):
+        if strict and (problem := strict_problem(self.parameters)):
             raise ConfigurationError(
                 f"tool {self.name!r} is strict, but its schema is not strict-compatible: {problem}"
             )
@@ -834,7 +232,7 @@ class Tool(Generic[P, R]):
                 ) from exc
             hints = {}
 
-        compiler = _SchemaCompiler(self.name, getattr(target, "__globals__", {}))
+        compiler = SchemaCompiler(self.name, getattr(target, "__globals__", {}))
         properties: JSONSchema = {}
         required: list[str] = []
         for param in signature.parameters.values():
@@ -857,10 +255,10 @@ class Tool(Generic[P, R]):
                 if not explicit:
                     raise
                 # The user described this parameter by hand; pass its JSON through.
-                compiled = _ANY
+                compiled = Compiled({})
             self._params.append(_Param(param.name, param.kind, param.default, compiled.convert))
             prop = dict(compiled.schema)
-            if param.name in arg_docs and arg_docs[param.name] and "description" not in prop:
+            if arg_docs.get(param.name) and "description" not in prop:
                 prop["description"] = arg_docs[param.name]
             properties[param.name] = prop
             if param.default is param.empty:
@@ -930,24 +328,24 @@ class Tool(Generic[P, R]):
             data = arguments
         if not isinstance(data, Mapping):
             raise ToolArgumentsError(
-                f"arguments for tool {self.name!r} must be a JSON object, got {_json_type(data)}",
+                f"arguments for tool {self.name!r} must be a JSON object, got {json_type(data)}",
                 tool=self.name,
             )
         checked: dict[str, Any] = {str(k): v for k, v in data.items()}
-        problems = _problems(checked, self.parameters)
+        found = problems(checked, self.parameters)
         # A hand-written schema may not require what the function needs.
         for param in self._params:
             missing = f"$: missing required property {param.name!r}"
-            if param.required and param.name not in checked and missing not in problems:
-                problems.append(missing)
-        if problems:
-            shown = problems[:_MAX_PROBLEMS]
-            if len(problems) > _MAX_PROBLEMS:
-                shown.append(f"... and {len(problems) - _MAX_PROBLEMS} more")
+            if param.required and param.name not in checked and missing not in found:
+                found.append(missing)
+        if found:
+            shown = found[:_MAX_PROBLEMS]
+            if len(found) > _MAX_PROBLEMS:
+                shown.append(f"... and {len(found) - _MAX_PROBLEMS} more")
             raise ToolArgumentsError(
                 f"invalid arguments for tool {self.name!r}: {'; '.join(shown)}",
                 tool=self.name,
-                problems=problems,
+                problems=found,
             )
         return checked
 
@@ -976,11 +374,11 @@ class Tool(Generic[P, R]):
                 kwargs[param.name] = value
         if data and not self._has_var_keyword:
             # Only reachable with a hand-written schema that allows extra keys.
-            problems = [f"$: unexpected property {k!r}" for k in data]
+            unexpected = [f"$: unexpected property {k!r}" for k in data]
             raise ToolArgumentsError(
-                f"invalid arguments for tool {self.name!r}: {'; '.join(problems)}",
+                f"invalid arguments for tool {self.name!r}: {'; '.join(unexpected)}",
                 tool=self.name,
-                problems=problems,
+                problems=unexpected,
             )
         kwargs.update(data)
 
