@@ -33,12 +33,13 @@ from .hooks import (
     EndInfo,
     ErrorInfo,
     EventInfo,
+    HandoffInfo,
     HookBus,
     RequestInfo,
     ResponseInfo,
     ResultInfo,
 )
-from .loop import Loop, LoopRun
+from .loop import Handoff, Loop, LoopRun
 from .parse import StreamParser, parse_stream
 from .replay import ReplayReport, ReplayTransport, loop_from_trace, replay
 from .retry import RetryPolicy
@@ -63,6 +64,8 @@ __all__ = [
     "EventInfo",
     "EventTooLarge",
     "FunctionCall",
+    "Handoff",
+    "HandoffInfo",
     "HookBus",
     "HookError",
     "IncompleteStream",

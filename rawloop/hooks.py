@@ -13,11 +13,13 @@ point passes one argument:
 ``on_result``      ``ResultInfo``: one tool call's output or error
 ``on_breakpoint``  the mutable ``LoopState``, once per iteration
 ``on_edit``        ``EditInfo``: what the breakpoint changed (RFC 6902)
+``on_handoff``     ``HandoffInfo``: a tool handed the conversation to another loop
 ``on_error``       ``ErrorInfo``: a failed attempt, a tool or hook problem
 ``on_end``         ``EndInfo``: the run's stop reason, usage and duration
 =================  ==================================================
 
-Order within one iteration: ``on_breakpoint`` → ``on_edit`` (if the state
+Order within one iteration: ``on_handoff`` (if the last turn's tools asked for
+one) → ``on_breakpoint`` → ``on_edit`` (if the state
 changed) → per attempt ``on_request`` → ``on_response`` → (``on_chunk`` →
 ``on_event``…)… → ``on_error`` when the attempt failed and is retried →
 ``on_decision`` → the tools run concurrently → ``on_result`` once per call, in
@@ -50,6 +52,7 @@ __all__ = [
     "EndInfo",
     "ErrorInfo",
     "EventInfo",
+    "HandoffInfo",
     "HookBus",
     "RequestInfo",
     "ResponseInfo",
@@ -65,6 +68,7 @@ HOOK_POINTS = (
     "on_result",
     "on_breakpoint",
     "on_edit",
+    "on_handoff",
     "on_error",
     "on_end",
 )
@@ -140,6 +144,16 @@ class EditInfo:
 
     iteration: int
     patch: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class HandoffInfo:
+    """A tool returned ``Handoff``: from the next request on, ``to_model``'s loop is in force."""
+
+    iteration: int
+    from_model: str
+    to_model: str
+    reason: str = ""
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,15 @@ from .errors import (
     RawloopError,
     StreamErrorEvent,
 )
-from .hooks import DecisionInfo, EditInfo, EndInfo, ErrorInfo, HookBus, ResultInfo
+from .hooks import (
+    DecisionInfo,
+    EditInfo,
+    EndInfo,
+    ErrorInfo,
+    HandoffInfo,
+    HookBus,
+    ResultInfo,
+)
 from .retry import RetryPolicy
 from .state import LoopState, RunResult, Step
 from .tools import StopLoop, Tool, ToolRegistry, ToolResult, run_tool
@@ -41,7 +50,7 @@ from .wire import stream_turn
 
 ToolRunner = Callable[[FunctionCall], Awaitable[ToolResult]]
 
-__all__ = ["DEFAULT_BASE_URL", "Loop", "LoopRun"]
+__all__ = ["DEFAULT_BASE_URL", "Handoff", "Loop", "LoopRun"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -49,6 +58,25 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _TRANSIENT_STREAM_ERRORS = frozenset(
     {"server_error", "internal_error", "rate_limit_exceeded", "overloaded", "service_unavailable"}
 )
+
+
+@dataclass
+class Handoff:
+    """Return this from a tool to hand the conversation to another loop.
+
+    The next request uses ``target``'s model, instructions, tools and request
+    parameters; the transcript so far is kept. Hooks see ``on_handoff`` and an
+    ``on_edit`` patch, and traces record both, so a replay switches too.
+    """
+
+    target: Loop
+    reason: str = ""
+
+    def __str__(self) -> str:
+        # What the model reads as the tool's output.
+        return f"Handing the conversation over to {self.target.model}" + (
+            f": {self.reason}" if self.reason else ""
+        )
 
 
 class Loop:
@@ -217,6 +245,9 @@ class LoopRun:
     ) -> None:
         loop._check_ready()
         self.loop = loop
+        #: The loop whose model, instructions and tools are in force (changes on a handoff).
+        self.agent = loop
+        self._handoff: Handoff | None = None
         extra = list(hooks)
         # A bus of its own, so per-run hooks never leak into concurrent runs.
         self.hooks = (
@@ -300,15 +331,29 @@ class LoopRun:
 
     async def _breakpoint(self) -> None:
         bus, state = self.hooks, self.state
-        if not bus.has("on_breakpoint"):
+        handoff, self._handoff = self._handoff, None
+        if not bus.has("on_breakpoint") and handoff is None:
             return
         watch = bus.has("on_edit")
         before = _plain(state.to_dict()) if watch else None
+        if handoff is not None:
+            # A state change like any other: on_edit and traces see it as a patch,
+            # so a replay switches too.
+            await self._switch(handoff)
         await bus.breakpoint(state)
         if watch:
             ops = patch.diff(before, _plain(state.to_dict()))
             if ops:
                 await bus.emit("on_edit", EditInfo(state.iteration, ops), iteration=state.iteration)
+
+    async def _switch(self, handoff: Handoff) -> None:
+        state, target = self.state, handoff.target
+        info = HandoffInfo(state.iteration, self.agent.model, target.model, handoff.reason)
+        self.agent = target
+        fresh = target._initial_state([])
+        state.model, state.instructions, state.tools = fresh.model, fresh.instructions, fresh.tools
+        state.request_params = fresh.request_params
+        await self.hooks.emit("on_handoff", info, iteration=state.iteration)
 
     def _flush_results(self) -> None:
         state = self.state
@@ -386,12 +431,12 @@ class LoopRun:
         raise last
 
     async def _run_tools(self, turn: Turn) -> list[ToolResult]:
-        loop, state = self.loop, self.state
+        loop, state = self.agent, self.state
         calls = turn.calls
         results: list[ToolResult | None] = [None] * len(calls)
         stops: list[StopLoop] = []
         known = list(loop.tools)
-        runner = loop.tool_runner
+        runner = self.loop.tool_runner
 
         async def run_one(index: int) -> None:
             call = calls[index]
@@ -432,6 +477,14 @@ class LoopRun:
             )
         if stops:
             state.stop(stops[0].reason or "stopped")
+        handoffs = [r.value for r in done if isinstance(r.value, Handoff)]
+        if handoffs:
+            if handoffs[-1].target.dialect.name != state.dialect:
+                raise ConfigurationError(
+                    f"a handoff cannot change the dialect ({state.dialect} -> "
+                    f"{handoffs[-1].target.dialect.name}): the transcript would not fit"
+                )
+            self._handoff = handoffs[-1]  # the last one asked wins; applied before the next request
         return done
 
     def _result(self, stop_reason: str) -> RunResult:

@@ -36,6 +36,7 @@ from .hooks import (
     EditInfo,
     EndInfo,
     ErrorInfo,
+    HandoffInfo,
     RequestInfo,
     ResponseInfo,
     ResultInfo,
@@ -61,9 +62,20 @@ FORMAT = "rawloop-trace"
 FORMAT_VERSION = 1
 
 #: Record kinds this version writes; others found in a version-1 file are kept as they are.
-_DERIVED_KINDS = frozenset({"decision", "result", "edit", "error", "end"})
+_DERIVED_KINDS = frozenset({"decision", "result", "edit", "handoff", "error", "end"})
 
-KINDS = ("header", "request", "response", "chunk", "decision", "result", "edit", "error", "end")
+KINDS = (
+    "header",
+    "request",
+    "response",
+    "chunk",
+    "decision",
+    "result",
+    "edit",
+    "handoff",
+    "error",
+    "end",
+)
 
 
 # -- chunks -------------------------------------------------------------------
@@ -415,6 +427,17 @@ class TraceRecorder:
 
     def on_edit(self, info: EditInfo) -> None:
         self._write({"kind": "edit", "iteration": info.iteration, "patch": info.patch})
+
+    def on_handoff(self, info: HandoffInfo) -> None:
+        self._write(
+            {
+                "kind": "handoff",
+                "iteration": info.iteration,
+                "from_model": info.from_model,
+                "to_model": info.to_model,
+                "reason": info.reason,
+            }
+        )
 
     def on_request(self, info: RequestInfo) -> None:
         self._write(

@@ -49,6 +49,7 @@ def test_the_hook_points() -> None:
         "on_result",
         "on_breakpoint",
         "on_edit",
+        "on_handoff",
         "on_error",
         "on_end",
     )
