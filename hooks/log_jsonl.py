@@ -40,6 +40,7 @@ from rawloop.hooks import (
     EditInfo,
     EndInfo,
     ErrorInfo,
+    HandoffInfo,
     EventInfo,
     RequestInfo,
     ResponseInfo,
@@ -191,6 +192,18 @@ def on_edit(info: EditInfo) -> None:
             "iteration": info.iteration,
             "ops": len(info.patch),
             "paths": [f"{op.get('op')} {op.get('path')}" for op in info.patch],
+        },
+    )
+
+
+def on_handoff(info: HandoffInfo) -> None:
+    _log(
+        "on_handoff",
+        {
+            "iteration": info.iteration,
+            "from_model": info.from_model,
+            "to_model": info.to_model,
+            "reason": info.reason,
         },
     )
 
