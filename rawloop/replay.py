@@ -2,10 +2,11 @@
 
 Three layers, from pure to I/O:
 
-* ``Responder`` picks the recorded exchange for each request, compares the
-  request with the recorded one, applies faults and re-chunking, and hands
-  back an ``Answer`` (status, headers, chunks, delays). No I/O; the HTTP
-  server (``rawloop.server``) uses it too.
+* ``Responder`` answers in three steps: choose the recorded exchange (a
+  cursor through the trace), compare the request with the recorded one, and
+  ``shape`` the ``Answer`` (status, headers, chunks, delays) with faults,
+  re-chunking and pacing. No I/O. The HTTP server (``rawloop.server``)
+  chooses by itself, from the request, and calls ``shape`` only.
 * ``ReplayTransport`` is an ``httpx.AsyncBaseTransport`` serving Answers in
   process, with the chunk boundaries (and, if asked, the timing) of the answer.
 * ``replay()`` runs a whole trace through a real ``Loop``: tool results come
@@ -28,7 +29,7 @@ import httpx
 import orjson
 
 from . import patch
-from .chunking import rechunk
+from .chunking import rechunk, split_events
 from .errors import ConfigurationError, RawloopError, ReplayDivergence, ReplayError
 from .faults import Fault, apply_to_events, parse_fault
 from .jsondiff import first_difference
@@ -63,7 +64,13 @@ _NATURAL_STOPS = frozenset({"completed", "incomplete", "max_iterations", "error"
 
 @dataclass
 class Answer:
-    """What to send back for one request. ``fail``: ``"drop"`` before any byte, ``"cut"`` after the chunks."""
+    """What to send back for one request.
+
+    ``delays[i]`` is the wait before ``chunks[i]``. ``fail``: ``"drop"``
+    (close before any byte) or ``"cut"`` (reset after the chunks).
+    ``injected``: a fault answered instead of the recording, which the next
+    attempt still gets.
+    """
 
     status: int
     headers: dict[str, str]
@@ -72,10 +79,16 @@ class Answer:
     iteration: int
     attempt: int
     fail: str | None = None
+    injected: bool = False
 
 
 class Responder:
-    """Chooses and shapes the recorded answer for each request (sans-IO).
+    """Chooses, checks and shapes the recorded answer for each request (sans-IO).
+
+    ``answer(body)`` serves the exchanges in recorded order: a fault that
+    replaces an answer does not use up the exchange, so the client's retry
+    gets it. ``shape`` is the last step alone, for callers that choose the
+    exchange themselves.
 
     Args:
         trace: the trace to answer from.
@@ -116,34 +129,55 @@ class Responder:
         self.served = 0  # requests answered, faults included
         self._cursor = 0
         self._attempts: dict[int, int] = {}
+        # Each exchange's 1-based place in the trace seeds its re-chunking. The
+        # exchanges live as long as the responder, so their ids are stable.
+        self._places = {id(e): i for i, e in enumerate(self.exchanges, 1)}
 
     def unconsumed(self) -> list[Exchange]:
         """Recorded exchanges no request has used yet."""
         return self.exchanges[self._cursor :]
 
     def answer(self, body: Any) -> Answer:
-        """The answer to a request whose JSON body is ``body``."""
-        self.served += 1
-        if self._cursor >= len(self.exchanges):
-            last = self.exchanges[-1].iteration if self.exchanges else 0
-            raise ReplayDivergence(
-                f"request #{self.served} has no recorded answer: the trace holds "
-                f"{len(self.exchanges)} requests (the run went past iteration {last})",
-                iteration=last + 1,
-                path="<request>",
-                actual=body,
-            )
-        exchange = self.exchanges[self._cursor]
-        iteration = exchange.iteration
-        attempt = self._attempts.get(iteration, 0)
-        self._attempts[iteration] = attempt + 1
+        """The answer to the next request, whose JSON body is ``body``: choose, compare, shape."""
+        exchange = self._choose(body)
+        attempt = self._attempts.get(exchange.iteration, 0)
+        self._attempts[exchange.iteration] = attempt + 1
         self._compare(exchange, body)
+        answer = self.shape(exchange, exchange.iteration, attempt)
+        if not answer.injected:  # an injected fault leaves the recording to the retry
+            self._cursor += 1
+        return answer
 
-        fault = next((f for f in self.faults if f.matches(iteration, attempt)), None)
+    def shape(
+        self,
+        exchange: Exchange,
+        iteration: int,
+        attempt: int,
+        *,
+        faults: Sequence[Fault] | None = None,
+    ) -> Answer:
+        """What ``exchange`` sends back as request ``attempt`` (0-based) of ``iteration``.
+
+        The first fault matching (iteration, attempt) applies: one that
+        replaces the answer is served instead (``Answer.injected``; its
+        ``used`` count goes up), the others change the recorded bytes or
+        pacing. A recorded attempt that got no response is a dropped
+        connection; a recorded connection failure is its bytes, then a cut.
+        Chunks are re-chunked as configured (``hostile`` seeded by ``seed``
+        plus the exchange's 1-based place in the trace) and paced by ``rate``.
+
+        Nothing is chosen or compared and no counter moves: the caller says
+        which exchange and which attempt (the HTTP server keeps a counter per
+        request body). ``faults`` replaces the responder's own list, so that
+        a caller can keep separate ``used`` counts.
+        """
+        candidates = self.faults if faults is None else faults
+        fault = next((f for f in candidates if f.matches(iteration, attempt)), None)
         if fault is not None and fault.replaces_answer:
             fault.used += 1
-            return self._fault_answer(fault, exchange, iteration, attempt)
-        self._cursor += 1
+            answer = self._fault_answer(fault, exchange, iteration, attempt)
+            answer.injected = True
+            return answer
         if exchange.response is None:  # the recorded attempt never got an answer
             return Answer(0, {}, [], [], iteration, attempt, fail="drop")
         raw = [chunk_bytes(c) for c in exchange.chunks]
@@ -151,7 +185,8 @@ class Responder:
         broke = exchange.error is not None and exchange.error.get("type") == "APIConnectionError"
         if fault is not None and fault.action in ("malformed", "duplicate-event", "drop-event"):
             raw = [apply_to_events(b"".join(raw), fault)]
-        chunks = rechunk(raw, self.chunking, seed=self.seed + self._cursor)
+        place = self._places.get(id(exchange), 0)
+        chunks = rechunk(raw, self.chunking, seed=self.seed + place)
         delays = self._delays(exchange, len(chunks))
         if fault is not None and fault.action == "stall":
             delays = [d + fault.value for d in delays]
@@ -164,6 +199,20 @@ class Responder:
             attempt,
             fail="cut" if broke else None,
         )
+
+    def _choose(self, body: Any) -> Exchange:
+        """The recorded exchange at the cursor; a divergence once the trace is used up."""
+        self.served += 1
+        if self._cursor >= len(self.exchanges):
+            last = self.exchanges[-1].iteration if self.exchanges else 0
+            raise ReplayDivergence(
+                f"request #{self.served} has no recorded answer: the trace holds "
+                f"{len(self.exchanges)} requests (the run went past iteration {last})",
+                iteration=last + 1,
+                path="<request>",
+                actual=body,
+            )
+        return self.exchanges[self._cursor]
 
     def _compare(self, exchange: Exchange, body: Any) -> None:
         recorded = exchange.request.get("body")
@@ -204,8 +253,6 @@ class Responder:
         if fault.action == "cut-after-bytes":
             body = body[: int(fault.value)]
         else:  # cut-after-events
-            from .chunking import split_events
-
             body = b"".join(split_events(body)[: int(fault.value)])
         status = int(exchange.response["status"]) if exchange.response else 200
         headers = (
@@ -407,45 +454,63 @@ async def replay(
     on_divergence: str = "raise",
     ignore: Sequence[str] = DEFAULT_VOLATILE,
     hooks: Iterable[Any] = (),
+    http_client: httpx.AsyncClient | None = None,
 ) -> ReplayReport:
     """Run ``trace`` end to end through a loop and compare it with the recording.
 
-    Without ``loop``, one is built from the trace. With one, a copy of it is
-    pointed at the replay transport. Tool results come from the trace unless
-    ``live_tools`` (then the real handlers run and differing outputs are listed
-    in ``tool_differences``). ``hooks`` see the replayed run.
+    Without ``loop``, one is built from the trace; a given one is copied, so
+    it stays as it was. Tool results come from the trace unless
+    ``live_tools`` (then the real handlers run and differing outputs are
+    listed in ``tool_differences``). ``hooks`` see the replayed run.
+
+    The answers come from an in-process ``ReplayTransport`` (``rate``,
+    ``chunking``, ``seed``, ``faults``, ``on_divergence``, ``ignore``: see
+    ``Responder``), or from ``http_client`` when one is given: a client of a
+    ``rawloop serve`` server, say. That client is used as it is and left
+    open; when it has a ``base_url``, the loop sends there. Whatever answers
+    it is then the judge of the requests: the report's ``divergences`` and
+    ``unconsumed`` stay empty, and only the decisions, the stop reason and
+    (with ``live_tools``) the tool outputs are compared.
     """
     trace = _load(trace)
-    transport = ReplayTransport(
-        trace,
-        chunking=chunking,
-        seed=seed,
-        rate=rate,
-        faults=faults,
-        ignore=ignore,
-        on_divergence=on_divergence,
-    )
-    client = httpx.AsyncClient(transport=transport)
+    transport: ReplayTransport | None = None
+    client = http_client
+    if client is None:
+        transport = ReplayTransport(
+            trace,
+            chunking=chunking,
+            seed=seed,
+            rate=rate,
+            faults=faults,
+            ignore=ignore,
+            on_divergence=on_divergence,
+        )
+        client = httpx.AsyncClient(transport=transport)
     if loop is None:
         loop = loop_from_trace(trace, http_client=client, rate=rate)
     else:
         loop = copy.copy(loop)
         loop.http_client = client
+    if http_client is not None and str(http_client.base_url):
+        loop.base_url = str(http_client.base_url).rstrip("/")
     replayer = _Replayer(trace)
     if not live_tools:
         loop.tool_runner = replayer.run_tool
     report = ReplayReport("identical")
     try:
-        async with client:
-            report.result = await loop.run(_first_input(trace, loop), hooks=[replayer, *hooks])
+        report.result = await loop.run(_first_input(trace, loop), hooks=[replayer, *hooks])
     except ReplayDivergence as exc:
         report.verdict, report.divergence = "diverged", exc
         report.result = exc.result
     except RawloopError as exc:
         report.verdict, report.error = "error", exc
         report.result = exc.result
-    report.divergences = list(transport.responder.divergences)
-    report.unconsumed = transport.responder.unconsumed()
+    finally:
+        if transport is not None:  # the client is ours
+            await client.aclose()
+    if transport is not None:  # the in-process transport judged the requests too
+        report.divergences = list(transport.responder.divergences)
+        report.unconsumed = transport.responder.unconsumed()
     if report.verdict == "identical":
         _judge(report, trace, live_tools)
     return report

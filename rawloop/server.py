@@ -8,60 +8,74 @@ rawloop ``Loop``) talk to recorded traces as if they were the API:
   status, headers (less the hop-by-hop and framing ones) and chunks, each
   chunk one write and one HTTP chunk, with the recorded pacing when asked.
   Without it the answer is the JSON object assembled from the recorded
-  stream: the final ``response`` object (Responses) or a ``chat.completion``.
+  stream (``rawloop.assemble``).
 * ``GET /v1/models`` lists the models the traces name; ``GET /health`` says
   which traces are loaded and how much has been served.
 
-The answer is chosen from the request alone, never from the connection or
-the order of arrival, so any number of clients can replay the same trace at
-once. A request whose body (``stream`` and ``stream_options`` aside, the
-volatile keys ignored) equals a recorded one gets that iteration's answer.
-Otherwise the recorded request of the same dialect and model with the
-longest common prefix of ``input``/``messages`` answers it, and the
-difference is logged (``rawloop.server`` logger) and kept in
-``ReplayServer.divergences``. Each (trace, iteration, request body) has its
-own counter of attempts: the first identical request gets the first recorded
-attempt (a 429, say), the next one the next, and once they are used up the
-last successful one is served again. Faults and re-chunking work as in
-``rawloop.replay.Responder``, which shapes every answer.
+Theory of operation. ``rawloop.http11`` accepts connections and parses
+requests; this module routes them, and for the API routes decides which
+recording answers. The answer is chosen from the request alone, never from
+the connection or the order of arrival, so any number of clients can replay
+the same trace at once:
 
-The HTTP side is ``h11`` (a sans-IO HTTP/1.1 state machine) on ``anyio``
-sockets: keep-alive, pipelining, ``Expect: 100-continue``, an idle timeout,
-a request size limit, a bound on open connections. Request headers are never
-logged or echoed: clients may send a real ``Authorization`` header.
+1. A request whose body (``stream`` and ``stream_options`` aside, the
+   volatile keys ignored) equals a recorded one gets that iteration.
+2. Otherwise a loaded script (``rawloop.synth``) answers, at the iteration
+   given by how many model turns the request's conversation already holds.
+3. Otherwise the recorded request of the same dialect and model with the
+   longest common prefix of ``input``/``messages`` answers, and the
+   difference is logged (``rawloop.server`` logger) and kept in
+   ``ReplayServer.divergences``.
+
+Each (trace, iteration, request body) has its own counter of attempts: the
+first identical request gets the first recorded attempt (a 429, say), the
+next one the next, and once they are used up the last successful one is
+served again. A counter is two integers and its own copy of the faults, so
+a busy counter does not grow; past 4096 counters the least recently used
+are forgotten, so neither does a long-running server.
+``rawloop.replay.Responder.shape`` turns the chosen exchange into the
+answer (faults, re-chunking, pacing), as it does for in-process replay.
+Request headers are never logged or echoed: clients may send a real
+``Authorization`` header.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
-import re
 import signal
 import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 import h11
 import orjson
 
+from .assemble import assemble
 from .errors import ConfigurationError, RawloopError, ReplayDivergence, StreamError
 from .faults import Fault, parse_fault
+from .http11 import (
+    Connection,
+    TooLarge,
+    clean_headers,
+    error_body,
+    json_headers,
+    request_path,
+    serve_connection,
+    serve_listener,
+)
 from .jsondiff import Difference, first_difference
 from .parse import StreamParser
 from .replay import DEFAULT_VOLATILE, Answer, Responder
 from .trace import Exchange, Trace
-from .turn import Turn
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -78,9 +92,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
-_MAX_HEADER_SIZE = 64 * 1024
-_READ_SIZE = 64 * 1024
-_MAX_SLOTS = 4096  # (trace, iteration, body) attempt counters kept; least recently used go
+_MAX_COUNTERS = 4096  # (trace, iteration, body) attempt counters kept; least recently used go
 _MAX_DIVERGENCES = 1000  # kept on the server; every one is logged
 
 _API_PATHS = {
@@ -89,23 +101,11 @@ _API_PATHS = {
     "/v1/chat/completions": "chat",
     "/chat/completions": "chat",
 }
+_HEALTH_PATHS = ("/health", "/v1/health")
+_MODELS_PATHS = ("/v1/models", "/models")
+_MODEL_PREFIXES = ("/v1/models/", "/models/")
 # Request keys that choose the framing of the answer, not what the model is asked.
 _FRAMING_KEYS = ("stream", "stream_options")
-# Hop-by-hop and framing headers: the recorded connection's, not the answer's.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "content-length",
-        "content-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-    }
-)
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Responses input items that the model produced (they repeat a previous answer).
 _MODEL_ITEM_TYPES = frozenset(
     {
@@ -130,15 +130,22 @@ _MODEL_ITEM_TYPES = frozenset(
 
 @dataclass
 class _Loaded:
-    """One trace, with what matching needs precomputed."""
+    """One trace, with what matching needs precomputed, and the Responder shaping its answers."""
 
     index: int
     name: str
-    trace: Trace
-    exchanges: list[Exchange]
+    responder: Responder
     bodies: list[Any]  # each exchange's request body without the framing keys
     scripted: bool
     response_ids: dict[str, int] = field(default_factory=dict)  # scripted: id -> iteration
+
+    @property
+    def trace(self) -> Trace:
+        return self.responder.trace
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        return self.responder.exchanges
 
     @property
     def dialect(self) -> str:
@@ -154,16 +161,17 @@ class _Loaded:
 class _Match:
     loaded: _Loaded
     iteration: int
-    group: list[Exchange]  # the recorded attempts that answer this request
+    group: list[Exchange]  # the recorded attempts that answer this request, in order
     difference: Difference | None = None
 
 
 @dataclass
-class _Slot:
-    """The attempt counter of one (trace, iteration, request body)."""
+class _Counter:
+    """Where one (trace, iteration, request body) is in its recorded attempts."""
 
-    responder: Responder
-    fallback: Exchange  # served again once the recorded attempts are used up
+    faults: list[Fault]  # its own copies: a fault's ``count`` is per request body
+    next: int = 0  # the recorded attempt to serve next (past the end: the fallback)
+    attempts: int = 0  # requests answered, injected faults included
 
 
 @dataclass
@@ -174,10 +182,6 @@ class _Refusal:
     message: str
     code: str
     param: str | None = None
-
-
-class _TooLarge(Exception):
-    pass
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -235,33 +239,32 @@ class ReplayServer:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_request_size = max_request_size
-        Responder(Trace({}, []), chunking=chunking)  # fail now on an unknown chunking
         self.loaded = [self._load(i, t) for i, t in enumerate(traces)]
         if not self.loaded:
             raise ConfigurationError("give at least one trace (or a script) to serve")
         self.divergences: list[ReplayDivergence] = []
         self.served = 0
         self.connections = 0
-        self._slots: OrderedDict[tuple[int, int, str], _Slot] = OrderedDict()
+        self._counters: OrderedDict[tuple[int, int, bytes], _Counter] = OrderedDict()
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-
-    # -- loading ------------------------------------------------------------------
 
     def _load(self, index: int, source: Trace | str | Path) -> _Loaded:
         trace = source if isinstance(source, Trace) else Trace.load(source)
-        exchanges = trace.exchanges()
+        # Faults are not the Responder's: every counter passes its own copies.
+        responder = Responder(
+            trace, chunking=self.chunking, seed=self.seed, rate=self.rate, ignore=self.ignore
+        )
         scripted = bool((trace.header.get("metadata") or {}).get("script"))
         name = Path(trace.path).stem if trace.path and not trace.path.startswith("<") else ""
         loaded = _Loaded(
             index,
             name or f"trace{index}",
-            trace,
-            exchanges,
-            [_framing_free(e.request.get("body")) for e in exchanges],
+            responder,
+            [_framing_free(e.request.get("body")) for e in responder.exchanges],
             scripted,
         )
-        if scripted:
-            for exchange in exchanges:
+        if scripted:  # a follow-up may name the answer it follows: previous_response_id
+            for exchange in loaded.exchanges:
                 if exchange.response and int(exchange.response["status"]) < 300:
                     try:
                         parser = StreamParser(trace.dialect)
@@ -288,200 +291,91 @@ class ReplayServer:
     ) -> None:
         """Serve until cancelled. ``task_status.started(port)`` once listening."""
         await self.bind()
-        listener = self._listener
+        listener, self._listener = self._listener, None
         assert listener is not None
-        self._listener = None
-        limit = anyio.Semaphore(self.max_connections)
-        try:
-            async with anyio.create_task_group() as group:
-                parts = getattr(listener, "listeners", [listener])
-                for part in parts:
-                    group.start_soon(self._accept_loop, part, limit, group)
-                logger.debug(
-                    "listening on %s:%d (%d traces)", self.host, self.port, len(self.loaded)
-                )
-                task_status.started(self.port)
-        finally:
-            await anyio.aclose_forcefully(listener)
-
-    async def _accept_loop(
-        self,
-        listener: anyio.abc.Listener[anyio.abc.SocketStream],
-        limit: anyio.Semaphore,
-        group: anyio.abc.TaskGroup,
-    ) -> None:
-        assert isinstance(listener, anyio.abc.SocketListener)
-        while True:
-            await limit.acquire()
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # out of file descriptors, say: wait, and go on serving
-                limit.release()
-                logger.warning("accepting a connection failed: %s", exc)
-                await anyio.sleep(0.1)
-                continue
-            except BaseException:
-                limit.release()
-                raise
-            group.start_soon(self._bounded_connection, stream, limit)
-
-    async def _bounded_connection(
-        self, stream: anyio.abc.SocketStream, limit: anyio.Semaphore
-    ) -> None:
-        try:
-            await self._connection(stream)
-        finally:
-            limit.release()
+        logger.debug("listening on %s:%d (%d traces)", self.host, self.port, len(self.loaded))
+        await serve_listener(
+            listener, self._connection, self.max_connections, task_status=task_status
+        )
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
-        """One client connection: requests, one after another, until either side closes."""
         self.connections += 1
-        conn = _Connection(stream, self.idle_timeout)
         try:
-            while True:
-                try:
-                    event = await conn.next_event()
-                except TimeoutError:
-                    return  # idle: close quietly
-                if not isinstance(event, h11.Request):
-                    return  # ConnectionClosed (or a peer that misbehaves)
-                await self._request(conn, event)
-                if conn.aborted or conn.h11.our_state is not h11.DONE:
-                    return
-                if conn.h11.their_state is not h11.DONE:
-                    return
-                conn.h11.start_next_cycle()
-        except h11.RemoteProtocolError as exc:
-            await self._protocol_error(conn, exc)
-        except (
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-            anyio.EndOfStream,
-            OSError,  # TimeoutError included: a client that stopped reading
-        ):
-            pass  # the client went away
-        except Exception:
-            logger.exception("internal error while serving a connection")
-            await self._internal_error(conn)
+            await serve_connection(stream, self.idle_timeout, self._request)
         finally:
             self.connections -= 1
-            await anyio.aclose_forcefully(stream)
-
-    async def _protocol_error(self, conn: _Connection, exc: h11.RemoteProtocolError) -> None:
-        if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        status = exc.error_status_hint
-        with contextlib.suppress(
-            anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, h11.ProtocolError
-        ):
-            await self._send_error(
-                conn,
-                status,
-                f"malformed HTTP request: {exc}",
-                "invalid_request_error",
-                "bad_request",
-                close=True,
-            )
-
-    async def _internal_error(self, conn: _Connection) -> None:
-        if conn.aborted or conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        with contextlib.suppress(Exception):
-            await self._send_error(
-                conn, 500, "internal error in the rawloop server", "server_error", None, close=True
-            )
 
     # -- one request ----------------------------------------------------------------------
 
-    async def _request(self, conn: _Connection, request: h11.Request) -> None:
-        method = request.method.decode("ascii", "replace")
-        target = request.target.decode("ascii", "replace")
-        if "://" in target:  # absolute form, as sent to a proxy
-            target = urlsplit(target).path or "/"
-        path = target.split("?", 1)[0]
-        if len(path) > 1:
-            path = path.rstrip("/")
-        conn.head = method == "HEAD"
-        length = _content_length(request)
-        if length is not None and length > self.max_request_size:
-            await self._too_large(conn, method, path)
-            return
+    async def _request(self, conn: Connection, request: h11.Request) -> None:
+        method, path = request_path(request)
         try:
-            body = await conn.read_body(self.max_request_size)
-        except _TooLarge:
-            await self._too_large(conn, method, path)
+            body = await conn.read_body(request, self.max_request_size)
+        except TooLarge:
+            limit = self.max_request_size
+            message = f"the request body is larger than this server accepts ({limit} bytes)"
+            await conn.send_error(
+                413, message, "invalid_request_error", "request_too_large", close=True
+            )
+            self._log(method, path, 413)
+            await conn.linger()
             return
-
         dialect = _API_PATHS.get(path)
         if dialect is not None:
-            if method != "POST":
-                await self._not_allowed(conn, method, path, "POST")
-            else:
-                await self._api(conn, method, path, dialect, body)
+            allow = "POST"
+        elif path in _HEALTH_PATHS or path in _MODELS_PATHS or path.startswith(_MODEL_PREFIXES):
+            allow = "GET, HEAD"
+        else:
+            await self._refuse(
+                conn, method, path, _Refusal(404, f"Invalid URL ({method} {path})", "unknown_url")
+            )
             return
-        if path in ("/health", "/v1/health", "/v1/models", "/models") or path.startswith(
-            ("/v1/models/", "/models/")
-        ):
-            if method not in ("GET", "HEAD"):
-                await self._not_allowed(conn, method, path, "GET, HEAD")
-            elif path in ("/health", "/v1/health"):
-                await self._send_json(conn, 200, self.health())
-                self._log(method, path, 200)
-            else:
-                await self._models(conn, method, path)
-            return
-        await self._send_error(
-            conn, 404, f"Invalid URL ({method} {path})", "invalid_request_error", "unknown_url"
-        )
-        self._log(method, path, 404)
+        if method not in allow.split(", "):
+            message = f"{method} is not allowed on {path} (allowed: {allow})"
+            refusal = _Refusal(405, message, "method_not_allowed")
+            await self._refuse(conn, method, path, refusal, headers=[("allow", allow)])
+        elif dialect is not None:
+            await self._api(conn, method, path, dialect, body)
+        elif path in _HEALTH_PATHS:
+            await conn.send_json(200, self.health())
+            self._log(method, path, 200)
+        else:
+            await self._models(conn, method, path)
 
-    async def _too_large(self, conn: _Connection, method: str, path: str) -> None:
-        await self._send_error(
-            conn,
-            413,
-            f"the request body is larger than this server accepts ({self.max_request_size} bytes)",
-            "invalid_request_error",
-            "request_too_large",
-            close=True,
-        )
-        self._log(method, path, 413)
-        await conn.linger()
-
-    async def _not_allowed(self, conn: _Connection, method: str, path: str, allow: str) -> None:
-        await self._send_error(
-            conn,
-            405,
-            f"{method} is not allowed on {path} (allowed: {allow})",
-            "invalid_request_error",
-            "method_not_allowed",
-            headers=[("allow", allow)],
-        )
-        self._log(method, path, 405)
-
-    async def _models(self, conn: _Connection, method: str, path: str) -> None:
-        models = self.models()
+    async def _models(self, conn: Connection, method: str, path: str) -> None:
         listing = [
-            {"id": m, "object": "model", "created": 0, "owned_by": "rawloop"} for m in models
+            {"id": m, "object": "model", "created": 0, "owned_by": "rawloop"} for m in self.models()
         ]
         wanted = path.split("/models", 1)[1].lstrip("/")
         if not wanted:
-            await self._send_json(conn, 200, {"object": "list", "data": listing})
-            self._log(method, path, 200)
+            found: dict[str, Any] | None = {"object": "list", "data": listing}
+        else:
+            found = next((m for m in listing if m["id"] == wanted), None)
+        if found is None:
+            message = f"The model '{wanted}' does not exist in the loaded traces"
+            refusal = _Refusal(404, message, "model_not_found", "model")
+            await self._refuse(conn, method, path, refusal)
             return
-        for model in listing:
-            if model["id"] == wanted:
-                await self._send_json(conn, 200, model)
-                self._log(method, path, 200)
-                return
-        await self._send_error(
-            conn,
-            404,
-            f"The model '{wanted}' does not exist in the loaded traces",
+        await conn.send_json(200, found)
+        self._log(method, path, 200)
+
+    async def _refuse(
+        self,
+        conn: Connection,
+        method: str,
+        path: str,
+        refusal: _Refusal,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        await conn.send_error(
+            refusal.status,
+            refusal.message,
             "invalid_request_error",
-            "model_not_found",
-            param="model",
+            refusal.code,
+            param=refusal.param,
+            headers=headers,
         )
-        self._log(method, path, 404)
+        self._log(method, path, refusal.status)
 
     def models(self) -> list[str]:
         """The models the loaded traces name, in load order."""
@@ -510,38 +404,15 @@ class ReplayServer:
     # -- the API routes ---------------------------------------------------------------------
 
     async def _api(
-        self, conn: _Connection, method: str, path: str, dialect: str, raw: bytes
+        self, conn: Connection, method: str, path: str, dialect: str, raw: bytes
     ) -> None:
-        body, problem = _parse_body(raw)
-        if problem is not None:
-            await self._send_error(conn, 400, problem, "invalid_request_error", "invalid_json")
-            self._log(method, path, 400)
+        body = _parse_body(raw)
+        if isinstance(body, _Refusal):
+            await self._refuse(conn, method, path, body)
             return
-        assert isinstance(body, dict)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            await self._send_error(
-                conn,
-                400,
-                "you must provide a model parameter (a string)",
-                "invalid_request_error",
-                "missing_required_parameter",
-                param="model",
-            )
-            self._log(method, path, 400)
-            return
-        stream = body.get("stream") is True
         match = self._match(dialect, body)
         if isinstance(match, _Refusal):
-            await self._send_error(
-                conn,
-                match.status,
-                match.message,
-                "invalid_request_error",
-                match.code,
-                param=match.param,
-            )
-            self._log(method, path, match.status)
+            await self._refuse(conn, method, path, match)
             return
         if match.difference is not None:
             self._diverged(match)
@@ -549,15 +420,15 @@ class ReplayServer:
         self.served += 1
         where = f"trace {match.loaded.name}, iteration {answer.iteration}, attempt {answer.attempt}"
         if answer.fail == "drop":
-            conn.aborted = True
+            conn.abort()
             self._log(method, path, 0, f"{where}, connection dropped")
             return
         where += ", cut short" if answer.fail == "cut" else ""
-        if stream:  # logged first: the client may go away mid-stream
+        if body.get("stream") is True:  # logged first: the client may go away mid-stream
             self._log(method, path, answer.status, where)
-            await self._send_stream(conn, answer)
+            await _send_stream(conn, answer)
         else:
-            status = await self._send_assembled(conn, answer, dialect)
+            status = await _send_assembled(conn, answer, dialect)
             self._log(method, path, status, where)
 
     def _match(self, dialect: str, body: dict[str, Any]) -> _Match | _Refusal:
@@ -576,15 +447,15 @@ class ReplayServer:
         for loaded in recorded:
             for exchange, known in zip(loaded.exchanges, loaded.bodies):
                 if first_difference(known, normalized, self.ignore) is None:
-                    return self._group(loaded, exchange, known)
+                    return self._group(loaded, exchange.iteration, known)
         # 2. a script: the iteration is how many model turns the request already holds
         for loaded in candidates:
             if loaded.scripted:
-                return self._script_match(loaded, dialect, body)
+                return _script_match(loaded, body)
         # 3. the recorded request of the same model with the longest common history
         model = body.get("model")
-        best: tuple[tuple[int, int], _Loaded, Exchange, Any] | None = None
         history = _history(normalized)
+        best: tuple[tuple[int, int], _Loaded, Exchange, Any] | None = None
         for loaded in recorded:
             for exchange, known in zip(loaded.exchanges, loaded.bodies):
                 if not isinstance(known, dict) or known.get("model") != model:
@@ -605,34 +476,17 @@ class ReplayServer:
                 "model",
             )
         _, loaded, exchange, known = best
-        match = self._group(loaded, exchange, known)
+        match = self._group(loaded, exchange.iteration, known)
         match.difference = first_difference(known, normalized, self.ignore)
         return match
 
-    def _group(self, loaded: _Loaded, exchange: Exchange, known: Any) -> _Match:
+    def _group(self, loaded: _Loaded, iteration: int, known: Any) -> _Match:
+        """The match for recorded body ``known``: every attempt of its iteration with that body."""
         group = [
             e
             for e, b in zip(loaded.exchanges, loaded.bodies)
-            if e.iteration == exchange.iteration and first_difference(b, known, self.ignore) is None
+            if e.iteration == iteration and first_difference(b, known, self.ignore) is None
         ]
-        return _Match(loaded, exchange.iteration, group)
-
-    def _script_match(
-        self, loaded: _Loaded, dialect: str, body: dict[str, Any]
-    ) -> _Match | _Refusal:
-        iteration = _model_turns(dialect, body)
-        previous = body.get("previous_response_id")
-        if isinstance(previous, str) and previous in loaded.response_ids:
-            iteration += loaded.response_ids[previous] + 1
-        group = [e for e in loaded.exchanges if e.iteration == iteration]
-        if not group:
-            last = max(e.iteration for e in loaded.exchanges)
-            return _Refusal(
-                400,
-                f"the script {loaded.name} answers {last + 1} model turn(s); this request "
-                f"already holds {iteration}, so it asks for turn {iteration + 1}",
-                "script_exhausted",
-            )
         return _Match(loaded, iteration, group)
 
     def _diverged(self, match: _Match) -> None:
@@ -655,136 +509,27 @@ class ReplayServer:
         canonical = orjson.dumps(
             _strip(_framing_free(body), self.ignore), option=orjson.OPT_SORT_KEYS
         )
-        key = (match.loaded.index, match.iteration, hashlib.sha256(canonical).hexdigest())
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = self._new_slot(match)
-            if len(self._slots) > _MAX_SLOTS:
-                self._slots.popitem(last=False)
+        key = (match.loaded.index, match.iteration, hashlib.sha256(canonical).digest())
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = _Counter([dataclasses.replace(f, used=0) for f in self.faults])
+            self._counters[key] = counter
+            if len(self._counters) > _MAX_COUNTERS:
+                self._counters.popitem(last=False)
         else:
-            self._slots.move_to_end(key)
-        responder = slot.responder
-        pending = responder.unconsumed()
-        if not pending:
-            responder.exchanges.append(slot.fallback)
-            pending = responder.unconsumed()
-        # The request was matched already: compare the recording with itself.
-        return responder.answer(pending[0].request.get("body"))
-
-    def _new_slot(self, match: _Match) -> _Slot:
-        loaded, group = match.loaded, match.group
-        wanted = {(e.iteration, e.attempt) for e in group}
-        records = [
-            r
-            for r in loaded.trace.records
-            if r.kind in ("request", "response", "chunk", "error")
-            and (r.iteration, r.attempt) in wanted
-        ]
-        position = loaded.exchanges.index(group[0])
-        responder = Responder(
-            Trace(loaded.trace.header, records, loaded.trace.path),
-            chunking=self.chunking,
-            seed=self.seed + position,
-            rate=self.rate,
-            # Each counter runs its own copy of the faults: "count" is per request body.
-            faults=[dataclasses.replace(f, used=0) for f in self.faults],
-            ignore=self.ignore,
+            self._counters.move_to_end(key)
+        group = match.group
+        if counter.next < len(group):
+            exchange = group[counter.next]
+        else:  # the recorded attempts are used up: the last success, again and again
+            exchange = next((e for e in reversed(group) if _succeeded(e)), group[-1])
+        answer = match.loaded.responder.shape(
+            exchange, match.iteration, counter.attempts, faults=counter.faults
         )
-        successes = [e for e in responder.exchanges if _succeeded(e)]
-        fallback = successes[-1] if successes else responder.exchanges[-1]
-        return _Slot(responder, fallback)
-
-    # -- writing answers ------------------------------------------------------------------------
-
-    async def _send_stream(self, conn: _Connection, answer: Answer) -> None:
-        headers = _clean_headers(answer.headers)
-        if answer.status < 300 and not any(k == "content-type" for k, _ in headers):
-            headers.append(("content-type", "text/event-stream"))
-        await conn.send(_response(answer.status, headers))
-        for delay, chunk in zip(answer.delays, answer.chunks):
-            if delay > 0:
-                await anyio.sleep(delay)
-            if chunk and not conn.head:
-                await conn.send(h11.Data(data=chunk))
-        if answer.fail == "cut":
-            conn.aborted = True  # a reset connection: no end of the chunked body
-            return
-        await conn.send(h11.EndOfMessage())
-
-    async def _send_assembled(self, conn: _Connection, answer: Answer, dialect: str) -> int:
-        """Send the JSON object a non-streaming request gets; returns its status."""
-        raw = b"".join(answer.chunks)
-        delay = sum(answer.delays)
-        if delay > 0:
-            await anyio.sleep(delay)
-        headers = [(k, v) for k, v in _clean_headers(answer.headers) if k != "content-type"]
-        if answer.status >= 300:  # an error answer is JSON already
-            await self._send_bytes(conn, answer.status, raw, headers)
-            return answer.status
-        try:
-            status, payload = _assemble(raw, dialect)
-        except StreamError as exc:
-            status, payload = (
-                502,
-                _error_body(
-                    f"the recorded stream could not be assembled into one object: {exc}",
-                    "server_error",
-                    "bad_recording",
-                ),
-            )
-        data = orjson.dumps(payload)
-        if answer.fail == "cut":
-            # The recorded connection broke: so does this one, halfway through the body.
-            await conn.send(_response(status, _json_headers(data, headers)))
-            await conn.send(h11.Data(data=data[: len(data) // 2]))
-            conn.aborted = True
-            return status
-        await self._send_bytes(conn, status, data, headers)
-        return status
-
-    async def _send_json(
-        self,
-        conn: _Connection,
-        status: int,
-        payload: Any,
-        headers: Sequence[tuple[str, str]] = (),
-        *,
-        close: bool = False,
-    ) -> None:
-        await self._send_bytes(conn, status, orjson.dumps(payload), list(headers), close=close)
-
-    async def _send_bytes(
-        self,
-        conn: _Connection,
-        status: int,
-        data: bytes,
-        headers: list[tuple[str, str]],
-        *,
-        close: bool = False,
-    ) -> None:
-        all_headers = _json_headers(data, headers)
-        if close:
-            all_headers.append(("connection", "close"))
-        await conn.send(_response(status, all_headers))
-        if data and not conn.head:
-            await conn.send(h11.Data(data=data))
-        await conn.send(h11.EndOfMessage())
-
-    async def _send_error(
-        self,
-        conn: _Connection,
-        status: int,
-        message: str,
-        type_: str,
-        code: str | None,
-        *,
-        param: str | None = None,
-        headers: Sequence[tuple[str, str]] = (),
-        close: bool = False,
-    ) -> None:
-        await self._send_json(
-            conn, status, _error_body(message, type_, code, param), headers, close=close
-        )
+        counter.attempts += 1
+        if not answer.injected:  # an injected fault leaves the recorded attempt to the retry
+            counter.next = min(counter.next + 1, len(group))
+        return answer
 
     def _log(self, method: str, path: str, status: int, detail: str = "") -> None:
         # Method, path, status and where in the trace: never headers, never bodies.
@@ -794,106 +539,47 @@ class ReplayServer:
             logger.info("%s %s -> %s", method, path, status)
 
 
-# -- the HTTP/1.1 connection, h11 style ------------------------------------------------------
+# -- matching helpers --------------------------------------------------------------------------
 
 
-class _Connection:
-    """An anyio byte stream driven by an ``h11.Connection`` (the h11 docs' server pattern)."""
-
-    def __init__(self, stream: anyio.abc.ByteStream, timeout: float) -> None:
-        self.stream = stream
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_SIZE)
-        self.timeout = timeout
-        self.aborted = False  # the answer broke the connection on purpose (a fault)
-        self.head = False
-
-    async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            with anyio.fail_after(self.timeout):  # a client that stopped reading
-                await self.stream.send(data)
-
-    async def next_event(self) -> Any:
-        while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                await self._receive()
-                continue
-            return event
-
-    async def _receive(self) -> None:
-        with anyio.fail_after(self.timeout):
-            try:
-                data = await self.stream.receive(_READ_SIZE)
-            except anyio.EndOfStream:
-                data = b""
-        self.h11.receive_data(data)
-
-    async def read_body(self, limit: int) -> bytes:
-        if self.h11.they_are_waiting_for_100_continue:
-            await self.send(
-                h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-            )
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            event = await self.next_event()
-            if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > limit:
-                    raise _TooLarge
-                parts.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return b"".join(parts)
-            else:  # ConnectionClosed mid-body
-                raise anyio.EndOfStream
-
-    async def linger(self) -> None:
-        """Close after an early answer without a reset: stop sending, drain what still comes."""
-        self.aborted = True
-        try:
-            await self.stream.send_eof()
-            with anyio.move_on_after(min(self.timeout, 2.0)):
-                drained = 0
-                while drained < 16 * 1024 * 1024:
-                    drained += len(await self.stream.receive(_READ_SIZE))
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
+def _script_match(loaded: _Loaded, body: dict[str, Any]) -> _Match | _Refusal:
+    """A script's answer: the iteration is the model turns the request holds (or follows)."""
+    iteration = _model_turns(loaded.dialect, body)
+    previous = body.get("previous_response_id")
+    if isinstance(previous, str) and previous in loaded.response_ids:
+        iteration += loaded.response_ids[previous] + 1
+    group = [e for e in loaded.exchanges if e.iteration == iteration]
+    if not group:
+        last = max(e.iteration for e in loaded.exchanges)
+        return _Refusal(
+            400,
+            f"the script {loaded.name} answers {last + 1} model turn(s); this request "
+            f"already holds {iteration}, so it asks for turn {iteration + 1}",
+            "script_exhausted",
+        )
+    return _Match(loaded, iteration, group)
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _response(status: int, headers: list[tuple[str, str]]) -> h11.Response:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = ""
-    return h11.Response(status_code=status, headers=headers, reason=reason)
-
-
-def _content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _parse_body(raw: bytes) -> tuple[Any, str | None]:
+def _parse_body(raw: bytes) -> dict[str, Any] | _Refusal:
+    """The request's JSON object, naming a model; or why it is not one."""
     if not raw.strip():
-        return None, "the request body is empty: expected a JSON object"
+        return _Refusal(400, "the request body is empty: expected a JSON object", "invalid_json")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return None, (
-            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        return _Refusal(
+            400,
+            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            "invalid_json",
         )
     if not isinstance(body, dict):
-        return None, f"the request body is JSON {type(body).__name__}, expected an object"
-    return body, None
+        message = f"the request body is JSON {type(body).__name__}, expected an object"
+        return _Refusal(400, message, "invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        message = "you must provide a model parameter (a string)"
+        return _Refusal(400, message, "missing_required_parameter", "model")
+    return body
 
 
 def _framing_free(body: Any) -> Any:
@@ -957,77 +643,49 @@ def _succeeded(exchange: Exchange) -> bool:
     )
 
 
-def _clean_headers(recorded: dict[str, str]) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for name, value in recorded.items():
-        name = str(name).lower()
-        value = str(value)
-        if name in _HOP_BY_HOP or not _TOKEN.match(name):
-            continue
-        if any(c in value for c in "\r\n\0") or not value.isascii():
-            continue
-        out.append((name, value))
-    return out
+# -- writing answers ---------------------------------------------------------------------------
 
 
-def _json_headers(data: bytes, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [
-        ("content-type", "application/json"),
-        *((k, v) for k, v in headers if k not in ("content-type", "content-length")),
-        ("content-length", str(len(data))),
-    ]
+async def _send_stream(conn: Connection, answer: Answer) -> None:
+    """The recorded status, headers and chunks; a cut answer ends without the last chunk."""
+    headers = clean_headers(answer.headers)
+    if answer.status < 300 and all(k != "content-type" for k, _ in headers):
+        headers.append(("content-type", "text/event-stream"))
+    await conn.send_head(answer.status, headers)
+    for delay, chunk in zip(answer.delays, answer.chunks):
+        if delay > 0:
+            await anyio.sleep(delay)
+        await conn.send_data(chunk)
+    if answer.fail == "cut":
+        conn.abort()  # a reset connection: no end of the chunked body
+    else:
+        await conn.end()
 
 
-def _error_body(
-    message: str, type_: str, code: str | None, param: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def _assemble(raw: bytes, dialect: str) -> tuple[int, dict[str, Any]]:
-    """The non-streaming answer built from a recorded stream: (status, JSON object)."""
-    parser = StreamParser(dialect)
-    payloads = [p for _, p, _ in parser.feed_events(raw) if isinstance(p, dict)]
-    turn = parser.close()
-    if dialect == "responses":
-        if turn.response is not None:
-            return 200, turn.response
-        if turn.error:
-            return 500, {"error": turn.error}
-        raise StreamError("the stream holds no terminal response event")
-    if turn.error:
-        return 500, {"error": turn.error}
-    return 200, _chat_completion(turn, payloads)
-
-
-def _chat_completion(turn: Turn, payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    first = payloads[0] if payloads else {}
-    choices = []
-    for index, choice in enumerate(turn.choices or [turn]):
-        message: dict[str, Any] = dict(choice.output[0]) if choice.output else {"role": "assistant"}
-        message.setdefault("content", choice.text or None)
-        message.setdefault("refusal", choice.refusal or None)
-        message.setdefault("annotations", [])
-        choices.append(
-            {
-                "index": index,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": choice.finish_reason,
-            }
-        )
-    out: dict[str, Any] = {
-        "id": turn.response_id,
-        "object": "chat.completion",
-        "created": first.get("created", 0),
-        "model": turn.model,
-        "choices": choices,
-        "usage": turn.usage,
-    }
-    for key in ("service_tier", "system_fingerprint"):
-        if key in first:
-            out[key] = first[key]
-    return out
+async def _send_assembled(conn: Connection, answer: Answer, dialect: str) -> int:
+    """The JSON object a non-streaming request gets, after the whole pacing; returns its status."""
+    raw = b"".join(answer.chunks)
+    delay = sum(answer.delays)
+    if delay > 0:
+        await anyio.sleep(delay)
+    headers = clean_headers(answer.headers)  # the content type becomes JSON's
+    if answer.status >= 300:  # an error answer is JSON already
+        await conn.send_bytes(answer.status, raw, headers)
+        return answer.status
+    try:
+        status, payload = assemble(raw, dialect)
+    except StreamError as exc:
+        message = f"the recorded stream could not be assembled into one object: {exc}"
+        status, payload = 502, error_body(message, "server_error", "bad_recording")
+    data = orjson.dumps(payload)
+    if answer.fail == "cut":
+        # The recorded connection broke: so does this one, halfway through the body.
+        await conn.send_head(status, json_headers(data, headers))
+        await conn.send_data(data[: len(data) // 2])
+        conn.abort()
+    else:
+        await conn.send_bytes(status, data, headers)
+    return status
 
 
 # -- the command line's entry point ----------------------------------------------------------

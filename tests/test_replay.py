@@ -6,6 +6,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from rawloop import Loop, Trace, tool
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.anyio
 
 TRACES = sorted((Path(__file__).parents[1] / "traces").glob("*.jsonl"))
 ROUNDTRIP = Path(__file__).parents[1] / "traces" / "tool-roundtrip.jsonl"
+RETRY = Path(__file__).parents[1] / "traces" / "retry-after-cut.jsonl"
 
 
 @pytest.mark.parametrize("chunking", ["recorded", "events", "bytes"])
@@ -193,8 +195,6 @@ def test_recorded_chunk_boundaries_are_kept() -> None:
 
 
 async def test_the_transport_serves_the_recorded_headers_and_status() -> None:
-    import httpx
-
     trace = Trace.load(Path(__file__).parents[1] / "traces" / "retry-after-cut.jsonl")
     first = trace.exchanges()[0]
     async with httpx.AsyncClient(transport=ReplayTransport(trace)) as client:
@@ -211,3 +211,65 @@ async def test_replaying_with_the_users_loop_keeps_it_unchanged() -> None:
     assert report.identical
     assert loop.tool_runner is None
     assert isinstance(loop, Loop)
+
+
+def test_shape_serves_the_exchange_it_is_given_and_moves_no_counter() -> None:
+    trace = Trace.load(RETRY)
+    responder = Responder(trace, faults=["iter=0,attempt=0:status=503"])
+    limited, broken, ok = responder.exchanges
+    injected = responder.shape(ok, 0, 0)
+    assert (injected.status, injected.injected, injected.attempt) == (503, True, 0)
+    answer = responder.shape(ok, 0, 1)
+    assert (answer.status, answer.injected, answer.fail) == (200, False, None)
+    assert b"".join(answer.chunks) == ok.body
+    assert responder.shape(broken, 0, 1).fail == "cut"  # the recorded reset
+    assert responder.shape(limited, 0, 1).status == 429
+    # Nothing was chosen: answer() still starts at the first recording.
+    assert responder.unconsumed() == responder.exchanges and responder.served == 0
+    # A caller's own faults keep their own counts.
+    faults = [parse_fault("iter=0:status=500,count=1")]
+    assert responder.shape(ok, 0, 5, faults=faults).status == 500
+    assert responder.shape(ok, 0, 6, faults=faults).status == 200
+    assert faults[0].used == 1 and responder.faults[0].used == 1
+
+
+def test_answer_is_choose_compare_then_shape() -> None:
+    trace = Trace.load(ROUNDTRIP)
+    chooser, shaper = (Responder(trace, chunking="hostile", seed=3) for _ in range(2))
+    for exchange, own in zip(trace.exchanges(), shaper.exchanges):
+        answer = chooser.answer(exchange.request["body"])
+        assert b"".join(answer.chunks) != exchange.body  # hostile: cut and changed...
+        assert answer.chunks == shaper.shape(own, own.iteration, 0).chunks  # ...the same way
+
+
+async def test_replay_through_a_given_client_uses_it_and_leaves_it_open() -> None:
+    trace = Trace.load(ROUNDTRIP)
+    transport = ReplayTransport(trace)
+    urls: list[str] = []
+
+    async def seen(request: httpx.Request) -> None:
+        urls.append(str(request.url))
+
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://replay.test/v1/", event_hooks={"request": [seen]}
+    ) as client:
+        report = await replay(trace, http_client=client)
+        assert not client.is_closed
+    assert report.identical, str(report)
+    assert urls == ["http://replay.test/v1/responses"] * 2
+    assert transport.responder.served == 2
+
+
+async def test_with_a_given_client_the_run_is_still_compared_with_the_recording() -> None:
+    trace = Trace.load(ROUNDTRIP)
+    loop = loop_from_trace(trace)
+    loop.max_iterations = 1
+    transport = ReplayTransport(trace)
+    async with httpx.AsyncClient(transport=transport) as client:
+        report = await replay(trace, loop, http_client=client)
+    # Whatever answers judges the requests: its unconsumed recordings are its own...
+    assert len(transport.responder.unconsumed()) == 1
+    assert report.unconsumed == [] and report.divergences == []
+    # ...but the run itself is compared with the recording.
+    assert report.verdict == "diverged" and report.divergence is not None
+    assert report.divergence.path == "end.stop_reason"

@@ -6,7 +6,6 @@ no test can hang; every socket is 127.0.0.1 with a port the kernel picks.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import signal
@@ -15,7 +14,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -32,9 +30,6 @@ from rawloop.server import ReplayServer, run_server
 from rawloop.trace import chunk_bytes
 
 pytestmark = pytest.mark.anyio
-
-# The module, not the function ``rawloop.replay`` that the package re-exports.
-replay_module = importlib.import_module("rawloop.replay")
 
 TRACES_DIR = Path(__file__).parents[1] / "traces"
 TRACES = sorted(TRACES_DIR.glob("*.jsonl"))
@@ -70,27 +65,19 @@ def first_body(path: Path, n: int = 0) -> dict[str, Any]:
 
 
 async def replay_through(
-    server: ReplayServer, trace: Trace, monkeypatch: pytest.MonkeyPatch, loop: Loop | None = None
+    server: ReplayServer, trace: Trace, loop: Loop | None = None
 ) -> ReplayReport:
-    """``rawloop.replay.replay(trace, loop)`` with the answers coming from ``server``.
+    """``replay(trace, loop, http_client=client)`` with ``client`` talking to ``server``.
 
-    ``replay()`` always answers from an in-process ``ReplayTransport``; here
-    that transport is a plain HTTP one, so every request crosses the socket
-    and the server alone decides the answers (its divergences become the
-    report's).
+    Every request crosses the socket, and the server alone decides the
+    answers and compares the requests: its divergences become the report's.
     """
-
-    class OverTheSocket(httpx.AsyncHTTPTransport):
-        def __init__(self, _trace: Any, **_options: Any) -> None:
-            super().__init__(verify=TLS)
-            self.responder = SimpleNamespace(divergences=server.divergences, unconsumed=lambda: [])
-
-    monkeypatch.setattr(replay_module, "ReplayTransport", OverTheSocket)
     async with httpx.AsyncClient(base_url=url(server), verify=TLS) as client:
-        if loop is None:
-            loop = loop_from_trace(trace, http_client=client)
-        loop.base_url = url(server)
-        return await replay(trace, loop)
+        report = await replay(trace, loop, http_client=client)
+    report.divergences = list(server.divergences)
+    if report.identical and report.divergences:
+        report.verdict, report.divergence = "diverged", report.divergences[0]
+    return report
 
 
 # -- rawloop loops through the server ---------------------------------------------------------
@@ -101,11 +88,11 @@ async def replay_through(
 )
 @pytest.mark.parametrize("path", TRACES, ids=lambda p: p.stem)
 async def test_every_bundled_trace_replays_identically_over_http(
-    path: Path, chunking: str, seed: int, monkeypatch: pytest.MonkeyPatch
+    path: Path, chunking: str, seed: int
 ) -> None:
     trace = Trace.load(path)
     async with serving(trace, chunking=chunking, seed=seed) as server:
-        report = await replay_through(server, trace, monkeypatch)
+        report = await replay_through(server, trace)
         assert report.identical, str(report)
         assert report.result is not None
         assert report.result.stop_reason == (trace.end() or {})["stop_reason"]
@@ -113,26 +100,22 @@ async def test_every_bundled_trace_replays_identically_over_http(
         assert server.divergences == []
 
 
-async def test_one_server_holding_every_trace_picks_the_right_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_one_server_holding_every_trace_picks_the_right_one() -> None:
     traces = [Trace.load(p) for p in TRACES]
     async with serving(*traces) as server:
         for trace in traces:
-            report = await replay_through(server, trace, monkeypatch)
+            report = await replay_through(server, trace)
             assert report.identical, f"{trace.path}: {report}"
         assert server.divergences == []
 
 
-async def test_fifty_concurrent_clients_replay_the_same_trace(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_fifty_concurrent_clients_replay_the_same_trace() -> None:
     trace = Trace.load(ROUNDTRIP)
     verdicts: list[str] = []
     async with serving(trace) as server:
 
         async def one() -> None:
-            report = await replay_through(server, trace, monkeypatch)
+            report = await replay_through(server, trace)
             verdicts.append(str(report))
 
         async with anyio.create_task_group() as group:
@@ -161,6 +144,60 @@ async def test_the_recorded_retry_sequence_is_served_per_request_body() -> None:
         # Another body has a counter of its own.
         other = {**body, "input": [{"role": "user", "content": "ping?"}]}
         assert (await client.post(f"{url(server)}/responses", json=other)).status_code == 429
+
+
+def _state_size(root: object) -> int:
+    """How many items the containers reachable from ``root`` hold (through rawloop objects)."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            total += len(obj)
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            total += len(obj)
+            stack.extend(obj)
+        elif type(obj).__module__.startswith("rawloop") and hasattr(obj, "__dict__"):
+            stack.append(vars(obj))
+    return total
+
+
+async def test_a_busy_counter_does_not_grow() -> None:
+    body = first_body(RETRY)
+    async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
+
+        async def status() -> int:
+            try:
+                return (await client.post(f"{url(server)}/responses", json=body)).status_code
+            except httpx.RemoteProtocolError:  # the recorded reset
+                return 0
+
+        assert [await status() for _ in range(4)] == [429, 0, 200, 200]
+        size = _state_size(server)
+        assert [await status() for _ in range(200)] == [200] * 200
+        assert _state_size(server) == size
+        assert server.served == 204 and len(server._counters) == 1
+
+
+async def test_a_fault_count_is_per_request_body() -> None:
+    body = first_body(ROUNDTRIP)
+    other = {**body, "input": [{"role": "user", "content": "ping?"}]}
+    async with (
+        serving(ROUNDTRIP, faults=["iter=0:status=503,count=2"]) as server,
+        httpx.AsyncClient(verify=TLS) as client,
+    ):
+        for each in (body, other):
+            statuses = [
+                (await client.post(f"{url(server)}/responses", json=each)).status_code
+                for _ in range(3)
+            ]
+            assert statuses == [503, 503, 200]
 
 
 async def test_faults_apply_per_iteration_and_attempt() -> None:
@@ -224,14 +261,14 @@ async def test_pacing_follows_the_recording_scaled_by_rate() -> None:
 
 
 async def test_a_changed_request_is_served_from_the_closest_recording_and_logged(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     trace = Trace.load(ROUNDTRIP)
     loop = loop_from_trace(trace)
     loop.instructions = "You are terse."
     with caplog.at_level(logging.INFO, logger="rawloop.server"):
         async with serving(trace) as server:
-            report = await replay_through(server, trace, monkeypatch, loop)
+            report = await replay_through(server, trace, loop)
     # Both iterations were still answered from the recording, and both differ.
     assert [d.iteration for d in server.divergences] == [0, 1]
     first = server.divergences[0]
