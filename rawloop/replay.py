@@ -355,7 +355,9 @@ class _Replayer:
         self.iterations = end.get("iterations")
 
     def on_breakpoint(self, state: LoopState) -> None:
-        ops = self.edits.get(state.iteration)
+        # Iteration 0's edits are already in the recorded first request, which
+        # is where a replay starts from: applying them again would double them.
+        ops = self.edits.get(state.iteration) if state.iteration else None
         if ops:
             state.update_from(patch.apply(state.to_dict(), ops))
         if (
@@ -423,13 +425,26 @@ def loop_from_trace(
         dialect=trace.dialect,
         base_url=trace.header.get("base_url") or None,
         http_client=http_client or httpx.AsyncClient(transport=ReplayTransport(trace)),
-        max_iterations=max(exchanges[-1].iteration + 1, 1),
+        max_iterations=_iteration_budget(trace, exchanges),
         # Retry as often as the recording did, without the waits unless pacing is asked for.
         retries=RetryPolicy(
             max_retries=max(attempts, 3), initial_delay=0.0, max_retry_after=60.0 if rate else 0.0
         ),
         **body,
     )
+
+
+def _iteration_budget(trace: Trace, exchanges: list[Exchange]) -> int:
+    """As many model calls as the recording made; one more when a hook stopped it.
+
+    A run stopped at a breakpoint reached that breakpoint's iteration without
+    sending its request: the replay must get there too to stop the same way.
+    """
+    budget = max(exchanges[-1].iteration + 1, 1)
+    end = trace.end() or {}
+    if end.get("stop_reason") not in _NATURAL_STOPS and end.get("iterations") is not None:
+        budget = max(budget, int(end["iterations"]) + 1)
+    return budget
 
 
 def _first_input(trace: Trace, loop: Loop) -> list[dict[str, Any]]:

@@ -273,3 +273,23 @@ async def test_with_a_given_client_the_run_is_still_compared_with_the_recording(
     # ...but the run itself is compared with the recording.
     assert report.verdict == "diverged" and report.divergence is not None
     assert report.divergence.path == "end.stop_reason"
+
+
+async def test_an_iteration_0_edit_is_not_applied_twice(tmp_path: Path) -> None:
+    from rawloop import LoopState
+    from rawloop.scripted import Reply, ScriptedAPI
+
+    class AddSystem:
+        def on_breakpoint(self, state: LoopState) -> None:
+            if state.iteration == 0:
+                state.input.insert(0, {"role": "system", "content": "be brief"})
+
+    corpus = Path(__file__).parent / "corpus"
+    api = ScriptedAPI([Reply((corpus / "responses-text-minimal-1.sse").read_bytes())])
+    path = tmp_path / "edited.jsonl"
+    await Loop("m", http_client=api.client(), api_key="sk-x").run(
+        "ping", trace=path, hooks=[AddSystem()]
+    )
+    assert Trace.load(path).edits()[0]  # the edit is on record
+    report = await replay(path)
+    assert report.identical, str(report)
