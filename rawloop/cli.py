@@ -143,6 +143,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
 
 
+def _cmd_step(args: argparse.Namespace) -> int:
+    from .step import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rawloop", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rawloop {__version__}")
@@ -234,6 +240,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="FILE", help="write the replayed run as a trace")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser(
+        "step",
+        help="step through a run at its breakpoints: a debugger for tool loops",
+        description="Stop at the breakpoint before each request, look at the state and the "
+        "raw wire, change them, and go on. TRACE replays a trace; --live runs PROMPT against "
+        "a real endpoint. Commands come from a terminal, --commands FILE, or stdin (the end "
+        "of the input runs the loop to its end). Exit 0, 1 if a command was refused, 2 if "
+        "the run failed.",
+    )
+    p.add_argument(
+        "target", nargs="?", metavar="TRACE|PROMPT", help="a trace, or with --live the prompt"
+    )
+    p.add_argument("--live", action="store_true", help="run PROMPT against a real endpoint")
+    p.add_argument("--model", help="the model (--live)")
+    p.add_argument("--instructions", help="system instructions (--live)")
+    p.add_argument("--dialect", choices=DIALECTS, help="responses (default) or chat (--live)")
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API root: the endpoint of a --live run, or where a replay goes on after an edit",
+    )
+    p.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a module of @rawloop.tool functions (--live, or a replay gone live); repeatable",
+    )
+    p.add_argument(
+        "--hook", action="append", default=[], metavar="FILE", help="a hook module (repeatable)"
+    )
+    p.add_argument(
+        "--break",
+        dest="breakpoints",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a conditional breakpoint: tool=NAME, iteration=N, text=REGEX or error; repeatable",
+    )
+    p.add_argument("--commands", metavar="FILE", help="read the commands from FILE")
+    p.add_argument(
+        "--after-edit",
+        choices=("stop", "live", "ignore"),
+        help="when an edit takes a replay off its recording: end the run there (stop, the "
+        "default), go on against --base-url (live, the default with --base-url), or go on "
+        "with the recorded responses (ignore)",
+    )
+    p.add_argument(
+        "--max-iterations",
+        type=int,
+        metavar="N",
+        help="the most requests of a --live run, or of a replay once it went live (default 10)",
+    )
+    p.set_defaults(func=_cmd_step)
     return parser
 
 
