@@ -41,6 +41,7 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -59,10 +60,15 @@ __all__ = [
     "ToolRegistry",
     "ToolResult",
     "UnknownToolError",
+    "current_call_id",
     "format_output",
     "run_tool",
     "tool",
 ]
+
+#: The call_id of the function call being run, seen from inside its handler
+#: (sync handlers too: worker threads get a copy of the context); None elsewhere.
+current_call_id: ContextVar[str | None] = ContextVar("rawloop_current_call_id", default=None)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -562,7 +568,11 @@ async def run_tool(
         # move_on_after rather than fail_after: a TimeoutError the handler
         # raises itself must be reported as the handler's error, not ours.
         with anyio.move_on_after(timeout) as scope:
-            value = await tool.invoke(arguments)
+            token = current_call_id.set(call_id)
+            try:
+                value = await tool.invoke(arguments)
+            finally:
+                current_call_id.reset(token)
         if scope.cancelled_caught:
             message = f"tool {name!r} timed out after {timeout:g} s"
             result.error = {"type": "TimeoutError", "message": message}
