@@ -1,4 +1,4 @@
-"""The ``rawloop`` command line."""
+"""rawloop: replay, record, inspect and debug OpenAI tool-loop wire traces."""
 
 from __future__ import annotations
 
@@ -114,17 +114,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
         async def go() -> Any:
             loop = loop_from_trace(trace, rate=args.rate, tools=tools) if tools else None
-            return await replay(
-                trace,
-                loop,
-                rate=args.rate,
-                chunking=args.chunking,
-                seed=args.seed,
-                faults=args.fault,
-                live_tools=args.live_tools,
-                on_divergence=args.on_divergence,
-                hooks=[recorder, *hooks],
-            )
+            common: dict[str, Any] = {
+                "rate": args.rate,
+                "chunking": args.chunking,
+                "seed": args.seed,
+                "faults": args.fault,
+                "live_tools": args.live_tools,
+                "hooks": [recorder, *hooks],
+            }
+            if args.server:
+                from .server import replay_over_http
+
+                return await replay_over_http(trace, loop, **common)
+            return await replay(trace, loop, on_divergence=args.on_divergence, **common)
 
         report = anyio.run(go)
         recorder.close()
@@ -141,6 +143,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if args.save:
         sys.stdout.write(f"replayed run saved to {args.save}\n")
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import run_server
+
+    return run_server(
+        list(args.traces),
+        args.host,
+        args.port,
+        script=args.script,
+        chunking=args.chunking,
+        rate=args.rate,
+        faults=args.fault,
+        seed=args.seed,
+    )
 
 
 def _cmd_step(args: argparse.Namespace) -> int:
@@ -238,8 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the first divergence, or warn and go on",
     )
     p.add_argument("--save", metavar="FILE", help="write the replayed run as a trace")
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="replay over a real loopback HTTP server instead of in process",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve traces (or a script of turns) on a loopback OpenAI-compatible HTTP server",
+        description="Answer POST /v1/responses and /v1/chat/completions from recorded traces, "
+        "streaming or not, so any client (the official SDKs, curl) can be pointed at a "
+        "recording. Stops cleanly on SIGINT/SIGTERM.",
+    )
+    p.add_argument("traces", nargs="*", metavar="TRACE", help="trace files to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    p.add_argument("--script", metavar="FILE", help="a JSON script of turns to serve instead")
+    p.add_argument("--chunking", default="recorded", help="recorded | events | bytes | hostile")
+    p.add_argument("--seed", type=int, default=0, help="seed for hostile chunking")
+    p.add_argument("--rate", type=float, default=0.0, help="pace chunks at R x the recorded gaps")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="a fault to inject")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "step",
@@ -295,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most requests of a --live run, or of a replay once it went live (default 10)",
     )
     p.set_defaults(func=_cmd_step)
+    from .http import add_serve_agent_command
+    from .toolschema_cli import add_parser as add_tools_parser
+
+    add_serve_agent_command(sub)
+    add_tools_parser(sub)
     return parser
 
 

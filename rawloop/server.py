@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_REQUEST_SIZE",
     "ReplayServer",
+    "replay_over_http",
     "run_server",
 ]
 
@@ -689,6 +690,42 @@ async def _send_assembled(conn: Connection, answer: Answer, dialect: str) -> int
 
 
 # -- the command line's entry point ----------------------------------------------------------
+
+
+async def replay_over_http(
+    trace: Trace | str | Path,
+    loop: Any = None,
+    *,
+    chunking: str = "recorded",
+    seed: int = 0,
+    rate: float = 0.0,
+    faults: Iterable[Fault | str] = (),
+    **options: Any,
+) -> Any:
+    """``rawloop.replay`` with every request crossing a real loopback socket.
+
+    A ``ReplayServer`` for ``trace`` listens on a free 127.0.0.1 port for the
+    length of the run; the server alone chooses the answers (with the given
+    chunking, pacing and faults) and compares the requests, so its
+    divergences are the report's. ``options`` go to ``replay``.
+    """
+    import httpx
+
+    from .replay import replay
+
+    trace = trace if isinstance(trace, Trace) else Trace.load(trace)
+    server = ReplayServer([trace], chunking=chunking, seed=seed, rate=rate, faults=faults)
+    async with anyio.create_task_group() as group:
+        port = await group.start(server.serve)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1") as client:
+                report = await replay(trace, loop, http_client=client, **options)
+        finally:
+            group.cancel_scope.cancel()
+    report.divergences = list(server.divergences)
+    if report.identical and report.divergences:
+        report.verdict, report.divergence = "diverged", report.divergences[0]
+    return report
 
 
 def run_server(

@@ -74,3 +74,20 @@ def test_a_broken_trace_names_the_line(tmp_path: Path, capsys: pytest.CaptureFix
     broken.write_text("\n".join(lines) + "\n")
     assert main(["replay", str(broken)]) == 2
     assert "line 4" in capsys.readouterr().err
+
+
+def test_replay_over_a_real_socket_with_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "replay",
+            ROUNDTRIP,
+            "--server",
+            "-q",
+            "--fault",
+            "iter=0,attempt=0:drop",
+            "--chunking",
+            "hostile",
+        ]
+    )
+    assert code == 0, capsys.readouterr()
+    assert "identical" in capsys.readouterr().out
