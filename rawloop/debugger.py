@@ -66,7 +66,7 @@ from .hooks import (
 )
 from .jsondiff import MISSING, Difference, first_difference
 from .loop import Loop, LoopRun
-from .replay import DEFAULT_VOLATILE, ReplayTransport, _first_input, _Replayer, loop_from_trace
+from .replay import DEFAULT_VOLATILE, Replayer, ReplayTransport, first_input, loop_from_trace
 from .retry import RetryPolicy
 from .state import EDITABLE, LoopState, RunResult
 from .tools import Tool, ToolResult, run_tool
@@ -284,7 +284,7 @@ class Debugger:
         self.error: BaseException | None = None
         self.paused = False
         self._switch = _switch
-        self._replayer = _Replayer(trace) if trace is not None else None
+        self._replayer = Replayer(trace) if trace is not None else None
         self._recorded: dict[int, Any] = {}
         if trace is not None:
             for exchange in reversed(trace.exchanges()):
@@ -331,7 +331,7 @@ class Debugger:
         loop = loop_from_trace(trace, http_client=client)
         return cls(
             loop,
-            _first_input(trace, loop),
+            first_input(trace, loop),
             hooks=hooks,
             conditions=conditions,
             progress=progress,

@@ -45,7 +45,10 @@ __all__ = [
     "Answer",
     "ReplayReport",
     "ReplayTransport",
+    "Replayer",
     "Responder",
+    "first_input",
+    "judge",
     "loop_from_trace",
     "replay",
 ]
@@ -344,8 +347,13 @@ class ReplayReport:
         return f"error: {type(self.error).__name__}: {self.error}"
 
 
-class _Replayer:
-    """Hooks and tool runner that put a trace's decisions back into a live loop."""
+class Replayer:
+    """Hooks and tool runner that put a trace's decisions back into a live loop.
+
+    Use it as a hook (it re-applies recorded breakpoint edits, and stops where
+    a hook stopped the recording) and as ``Loop.tool_runner`` (``run_tool``
+    answers each call with its recorded result).
+    """
 
     def __init__(self, trace: Trace) -> None:
         self.edits = trace.edits()
@@ -447,7 +455,8 @@ def _iteration_budget(trace: Trace, exchanges: list[Exchange]) -> int:
     return budget
 
 
-def _first_input(trace: Trace, loop: Loop) -> list[dict[str, Any]]:
+def first_input(trace: Trace, loop: Loop) -> list[dict[str, Any]]:
+    """The input a replay of ``trace`` starts from: the first recorded request's."""
     body = trace.exchanges()[0].request["body"]
     if trace.dialect != "chat":
         return list(body.get("input") or [])
@@ -508,12 +517,12 @@ async def replay(
         loop.http_client = client
     if http_client is not None and str(http_client.base_url):
         loop.base_url = str(http_client.base_url).rstrip("/")
-    replayer = _Replayer(trace)
+    replayer = Replayer(trace)
     if not live_tools:
         loop.tool_runner = replayer.run_tool
     report = ReplayReport("identical")
     try:
-        report.result = await loop.run(_first_input(trace, loop), hooks=[replayer, *hooks])
+        report.result = await loop.run(first_input(trace, loop), hooks=[replayer, *hooks])
     except ReplayDivergence as exc:
         report.verdict, report.divergence = "diverged", exc
         report.result = exc.result
@@ -527,11 +536,11 @@ async def replay(
         report.divergences = list(transport.responder.divergences)
         report.unconsumed = transport.responder.unconsumed()
     if report.verdict == "identical":
-        _judge(report, trace, live_tools)
+        judge(report, trace, live_tools)
     return report
 
 
-def _judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
+def judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
     """Look past the requests: unused recordings, changed decisions, changed tool outputs."""
     result = report.result
     assert result is not None
