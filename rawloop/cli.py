@@ -160,6 +160,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_to_test(args: argparse.Namespace) -> int:
+    from .totest import command
+
+    return command(args.trace, args.output, line_length=args.line_length)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .importers import command
+
+    return command(args.file, args.output, check=args.check)
+
+
 def _cmd_step(args: argparse.Namespace) -> int:
     from .step import run_cli
 
@@ -334,6 +346,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most requests of a --live run, or of a replay once it went live (default 10)",
     )
     p.set_defaults(func=_cmd_step)
+    p = sub.add_parser(
+        "to-test", help="write a pytest file that replays a trace and asserts its decisions"
+    )
+    p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write the test to FILE (default: print it)"
+    )
+    p.add_argument(
+        "--line-length", type=int, default=88, metavar="N", help="wrap at N columns (default 88)"
+    )
+    p.set_defaults(func=_cmd_to_test)
+
+    p = sub.add_parser(
+        "import", help="convert a VCR.py / pytest-recording cassette or a HAR file into a trace"
+    )
+    p.add_argument("file", help="a YAML cassette or a HAR (JSON) file")
+    p.add_argument(
+        "-o", "--output", metavar="TRACE", help="write the trace to TRACE (default: print it)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="replay the imported trace and print the verdict (exit 1 if it diverges)",
+    )
+    p.set_defaults(func=_cmd_import)
+
     from .http import add_serve_agent_command
     from .toolschema_cli import add_parser as add_tools_parser
 
