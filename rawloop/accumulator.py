@@ -33,6 +33,8 @@ class Accumulator:
         #: True once the server reported an error inside the stream.
         self.errored = False
         self.event_index = -1
+        #: The parsed JSON of the event fed last (None for ``[DONE]``), for hooks.
+        self.last_payload: Any = None
 
     def parse(self, event: ServerSentEvent) -> Any:
         """Parse one event's data; ``None`` for the ``[DONE]`` sentinel.
@@ -43,9 +45,10 @@ class Accumulator:
         self.event_index += 1
         data = event.data
         if data == DONE_SENTINEL:
+            self.last_payload = None
             return None
         try:
-            payload = orjson.loads(data)
+            payload = self.last_payload = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise self._bad(event, f"data is not valid JSON ({exc.msg})") from None
         if not isinstance(payload, dict):

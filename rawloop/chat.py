@@ -151,7 +151,8 @@ class ChatAccumulator(Accumulator):
             try:
                 return super().parse(event)
             except InvalidEventData:
-                return {"error": {"message": event.data}}
+                self.last_payload = {"error": {"message": event.data}}
+                return self.last_payload
         return super().parse(event)
 
     def apply(self, payload: Any, event: ServerSentEvent) -> list[Delta]:

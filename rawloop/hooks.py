@@ -242,7 +242,7 @@ class HookBus:
         for callback in self._points[point]:
             try:
                 result = callback(info)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception as exc:
                 if self.strict:
@@ -264,7 +264,7 @@ class HookBus:
         for callback in self._points["on_breakpoint"]:
             try:
                 result = callback(state)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception as exc:
                 raise HookError(

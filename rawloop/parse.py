@@ -40,8 +40,9 @@ class StreamParser:
         accumulator = self.accumulator
         out = []
         for event in self._decode(chunk):
-            payload = accumulator.parse(event)
-            out.append((event, payload, accumulator.apply(payload, event)))
+            # feed() takes the dialect's fast path; it leaves the JSON it parsed behind.
+            deltas = accumulator.feed(event)
+            out.append((event, accumulator.last_payload, deltas))
         return out
 
     def close(self) -> Turn:

@@ -125,7 +125,7 @@ class ResponsesAccumulator(Accumulator):
         data = event.data
         if data[:31] == '{"type":"response.output_text.d':
             try:
-                p = orjson.loads(data)
+                p = self.last_payload = orjson.loads(data)
             except orjson.JSONDecodeError:
                 return self.apply(self.parse(event), event)  # parse() explains the problem
             self.event_index += 1

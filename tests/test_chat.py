@@ -945,3 +945,11 @@ def test_second_turn_messages_match_the_recorded_second_request() -> None:
     )
     assert set(body) == set(recorded)
     assert body["tools"] == recorded["tools"]
+
+
+def test_feed_events_hands_hooks_the_error_payload_of_a_non_json_error_block() -> None:
+    from rawloop.parse import StreamParser
+
+    parser = StreamParser("chat")
+    triples = parser.feed_events(b"event: error\ndata: upstream exploded\n\n")
+    assert [p for _, p, _ in triples] == [{"error": {"message": "upstream exploded"}}]

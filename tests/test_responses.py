@@ -389,3 +389,14 @@ def test_normalize_input() -> None:
     assert normalize_input(items) == items and normalize_input(items) is not items
     with pytest.raises(ConfigurationError):
         normalize_input(42)  # type: ignore[arg-type]
+
+
+def test_feed_events_gives_each_events_json_and_the_same_deltas_as_feed() -> None:
+    data = (CORPUS / "responses-text-then-function-call-1.sse").read_bytes()
+    fast = StreamParser()
+    plain_deltas = fast.feed(data)
+    hooked = StreamParser()
+    triples = hooked.feed_events(data)
+    assert [d for _, _, ds in triples for d in ds] == plain_deltas
+    assert [p["type"] for _, p, _ in triples] == [e["type"] for e in payloads(data)]
+    assert hooked.close() == fast.close()
