@@ -58,6 +58,7 @@ from .jsondiff import first_difference
 from .parse import StreamParser
 from .redact import SECRET_PATTERN, redact_headers
 from .replay import DEFAULT_VOLATILE
+from .state import add_usage
 from .trace import FORMAT, FORMAT_VERSION, Record, Trace, encode_chunk
 from .turn import Turn
 
@@ -754,7 +755,7 @@ def _records(calls: list[_Call]) -> list[dict[str, Any]]:
         records.extend(call.results)
         iterations += 1
         last = call
-        _add_usage(usage, call.turn.usage)
+        add_usage(usage, call.turn.usage)
     records.append(
         {
             "kind": "end",
@@ -784,20 +785,6 @@ def _end_error(calls: list[_Call]) -> str | None:
     if final.turn is None:
         return f"APIStatusError: HTTP {final.interaction.status}"
     return None
-
-
-def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
-    # The same totals the loop writes in its end record.
-    total["requests"] = total.get("requests", 0) + 1
-    if not usage:
-        return
-    tokens_in = usage.get("input_tokens", usage.get("prompt_tokens", 0)) or 0
-    tokens_out = usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
-    total["input_tokens"] = total.get("input_tokens", 0) + tokens_in
-    total["output_tokens"] = total.get("output_tokens", 0) + tokens_out
-    total["total_tokens"] = total.get("total_tokens", 0) + (
-        usage.get("total_tokens") or tokens_in + tokens_out
-    )
 
 
 def _scan_secrets(records: list[dict[str, Any]], calls: list[_Call], source: str) -> None:

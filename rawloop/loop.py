@@ -43,7 +43,7 @@ from .hooks import (
     ResultInfo,
 )
 from .retry import RetryPolicy
-from .state import LoopState, RunResult, Step
+from .state import LoopState, RunResult, Step, add_usage
 from .tools import StopLoop, Tool, ToolRegistry, ToolResult, run_tool
 from .turn import FunctionCall, Turn
 from .wire import stream_turn
@@ -297,7 +297,7 @@ class LoopRun:
                     self._flush_results()
                     turn = await self._call_model(client)
                     self.turns.append(turn)
-                    _add_usage(state.usage, turn.usage)
+                    add_usage(state.usage, turn.usage)
                     await self.hooks.emit(
                         "on_decision",
                         DecisionInfo(state.iteration, turn),
@@ -534,19 +534,6 @@ async def _emit_end(
     # The run may be ending because it was cancelled: still tell the hooks.
     with anyio.CancelScope(shield=True):
         await bus.emit("on_end", info)
-
-
-def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
-    total["requests"] = total.get("requests", 0) + 1
-    if not usage:
-        return
-    tokens_in = usage.get("input_tokens", usage.get("prompt_tokens", 0)) or 0
-    tokens_out = usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
-    total["input_tokens"] = total.get("input_tokens", 0) + tokens_in
-    total["output_tokens"] = total.get("output_tokens", 0) + tokens_out
-    total["total_tokens"] = total.get("total_tokens", 0) + (
-        usage.get("total_tokens") or tokens_in + tokens_out
-    )
 
 
 def _plain(data: Any) -> Any:

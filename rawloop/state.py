@@ -8,7 +8,7 @@ from typing import Any
 from .tools import ToolResult
 from .turn import Turn
 
-__all__ = ["LoopState", "RunResult", "Step"]
+__all__ = ["LoopState", "RunResult", "Step", "add_usage"]
 
 # The fields of LoopState a breakpoint may change, in the order to_dict lists them.
 EDITABLE = ("model", "instructions", "input", "tools", "request_params", "results")
@@ -97,3 +97,21 @@ class RunResult:
     stop_reason: str
     results: list[ToolResult]
     state: LoopState
+
+
+def add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
+    """Add one model call's usage to running totals, in either dialect's names.
+
+    The totals use the Responses names (``input_tokens``, ``output_tokens``,
+    ``total_tokens``) and count ``requests``.
+    """
+    total["requests"] = total.get("requests", 0) + 1
+    if not usage:
+        return
+    tokens_in = usage.get("input_tokens", usage.get("prompt_tokens", 0)) or 0
+    tokens_out = usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
+    total["input_tokens"] = total.get("input_tokens", 0) + tokens_in
+    total["output_tokens"] = total.get("output_tokens", 0) + tokens_out
+    total["total_tokens"] = total.get("total_tokens", 0) + (
+        usage.get("total_tokens") or tokens_in + tokens_out
+    )
