@@ -151,12 +151,25 @@ def rawloop_full(chunks: list[bytes]) -> int:
     return parser.close().event_count
 
 
+def rawloop_turn_only(chunks: list[bytes]) -> int:
+    """``StreamParser("responses", deltas=False)``: the Turn without per-fragment deltas.
+
+    This is what the loop runs when no ``on_event`` hook wants the deltas.
+    """
+    parser = StreamParser("responses", deltas=False)
+    feed = parser.feed
+    for chunk in chunks:
+        feed(chunk)
+    return parser.close().event_count
+
+
 IMPLS: dict[str, Impl] = {
     "floor (split + orjson)": floor,
     "openai SSEDecoder + json": openai_json,
     "httpx-sse + json": httpx_sse_json,
     "rawloop decoder + orjson": rawloop_decoder,
     "rawloop full (Turn)": rawloop_full,
+    "rawloop full, no deltas": rawloop_turn_only,
 }
 FLOOR = "floor (split + orjson)"
 OPENAI = "openai SSEDecoder + json"

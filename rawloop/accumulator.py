@@ -25,6 +25,9 @@ class Accumulator:
     """Base class: subclasses implement ``apply``."""
 
     dialect = ""
+    #: Build ``Delta`` objects for the frequent fragment events. A caller that
+    #: only wants the Turn (the loop, with no ``on_event`` hook) turns this off.
+    want_deltas = True
 
     def __init__(self) -> None:
         self.turn = Turn(dialect=self.dialect)

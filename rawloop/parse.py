@@ -22,9 +22,18 @@ class StreamParser:
     Turn in ``.partial``: what arrived before the problem is never lost.
     """
 
-    def __init__(self, dialect: str = "responses", *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE):
+    def __init__(
+        self,
+        dialect: str = "responses",
+        *,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        deltas: bool = True,
+    ):
         self.decoder = SSEDecoder(max_event_size)
         self.accumulator = get_dialect(dialect).accumulator()
+        # deltas=False: text and argument fragments still build the Turn, but
+        # no Delta objects are made for them (feed() may return fewer deltas).
+        self.accumulator.want_deltas = deltas
 
     def feed(self, chunk: bytes) -> list[Delta]:
         events = self._decode(chunk)

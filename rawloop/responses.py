@@ -49,6 +49,11 @@ _TERMINAL_STATUS = {
     "response.cancelled": "cancelled",
 }
 
+_TEXT_DELTA = "response.output_text.delta"
+
+# Returned when deltas are not wanted; never mutated.
+_NO_DELTAS: list[Delta] = []
+
 # Events that only report progress: they become lifecycle deltas and change
 # nothing on the Turn (the items they describe arrive in output_item.done).
 _PROGRESS_EVENTS = (
@@ -120,25 +125,39 @@ class ResponsesAccumulator(Accumulator):
         self._last_part: list[str] = []
 
     def feed(self, event: ServerSentEvent) -> list[Delta]:
-        # parse() and apply() in one call, with the commonest event handled
-        # inline: this runs once per event, thousands of times per response.
+        # parse() and apply() in one call, with the commonest event (a text
+        # delta) handled inline: this runs once per event, thousands of times
+        # per response, and every method call here is measurable.
         data = event.data
-        if data[:31] == '{"type":"response.output_text.d':
-            try:
-                p = self.last_payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return self.apply(self.parse(event), event)  # parse() explains the problem
-            self.event_index += 1
-            seq = p.get("sequence_number")
-            if seq is not None:
-                self._sequence(seq)
-            if p.get("type") == "response.output_text.delta":
-                try:
-                    return self._on_text_delta(p, "response.output_text.delta")
-                except (KeyError, TypeError) as exc:
-                    raise self._bad(event, f"unexpected shape: {exc!r}") from None
+        if not data.startswith('{"type":"response.output_text.delta"'):
+            return self.apply(self.parse(event), event)
+        try:
+            p = self.last_payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return self.apply(self.parse(event), event)  # parse() explains the problem
+        self.event_index += 1
+        seq = p.get("sequence_number")
+        if seq is not None:
+            last = self._last_seq
+            if last is not None and seq != last + 1:
+                self._sequence_gap(last, seq)
+            self._last_seq = seq
+        if p.get("type") != _TEXT_DELTA:  # a longer type with the same prefix
             return self._dispatch(p, p.get("type"), event)
-        return self.apply(self.parse(event), event)
+        item_id = p.get("item_id") or ""
+        content_index = p.get("content_index") or 0
+        key = self._last_part_key
+        if item_id == key[0] and content_index == key[1]:
+            parts = self._last_part  # thousands of deltas in a row go to one part
+        else:
+            parts = self._part(item_id, content_index)
+        delta = p.get("delta")
+        if type(delta) is not str:
+            raise self._bad(event, f"unexpected shape for {_TEXT_DELTA}: no string 'delta'")
+        parts.append(delta)
+        if not self.want_deltas:
+            return _NO_DELTAS
+        return [Delta("text", delta, _TEXT_DELTA, item_id, p.get("output_index") or 0)]
 
     def apply(self, payload: Any, event: ServerSentEvent) -> list[Delta]:
         if payload is None:  # "data: [DONE]", sent by OpenRouter after the terminal event
@@ -152,7 +171,10 @@ class ResponsesAccumulator(Accumulator):
                 raise self._bad(event, "event has no 'type' in its data and no 'event:' line")
         seq = payload.get("sequence_number")
         if seq is not None:
-            self._sequence(seq)
+            last = self._last_seq
+            if last is not None and seq != last + 1:
+                self._sequence_gap(last, seq)
+            self._last_seq = seq
         return self._dispatch(payload, etype, event)
 
     def _dispatch(self, payload: dict[str, Any], etype: Any, event: ServerSentEvent) -> list[Delta]:
@@ -165,37 +187,37 @@ class ResponsesAccumulator(Accumulator):
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._bad(event, f"unexpected shape for {etype}: {exc!r}") from None
 
-    def _sequence(self, seq: Any) -> None:
-        last = self._last_seq
-        if last is not None and seq != last + 1:
-            self.turn.warnings.append(
-                f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
-            )
-        self._last_seq = seq
+    def _sequence_gap(self, last: Any, seq: Any) -> None:
+        self.turn.warnings.append(
+            f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
+        )
+
+    def _part(self, item_id: str, content_index: int) -> list[str]:
+        """The text fragments of one content part, remembered as the current part."""
+        key = (item_id, content_index)
+        parts = self._text.get(key)
+        if parts is None:
+            parts = self._text[key] = []
+        self._last_part_key, self._last_part = key, parts
+        return parts
 
     # -- handlers, most frequent first ----------------------------------------
 
     def _on_text_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
         item_id = p.get("item_id") or ""
-        content_index = p.get("content_index") or 0
-        # Thousands of deltas in a row go to the same part: skip the lookup then.
-        if item_id == self._last_part_key[0] and content_index == self._last_part_key[1]:
-            parts = self._last_part
-        else:
-            key = (item_id, content_index)
-            found = self._text.get(key)
-            if found is None:
-                found = self._text[key] = []
-            self._last_part_key, self._last_part = key, found
-            parts = found
+        parts = self._part(item_id, p.get("content_index") or 0)
         delta = p["delta"]
         parts.append(delta)
+        if not self.want_deltas:
+            return _NO_DELTAS
         return [Delta("text", delta, etype, item_id, p.get("output_index") or 0)]
 
     def _on_args_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
         call = self._call_for(p)
         delta = p["delta"]
         call.fragments.append(delta)
+        if not self.want_deltas:
+            return _NO_DELTAS
         return [
             Delta(
                 "arguments", delta, etype, call.item_id, call.output_index, call.call_id, call.name

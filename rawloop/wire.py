@@ -68,7 +68,8 @@ async def stream_turn(
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise APIConnectionError(f"request to {request.url} failed: {_describe(exc)}") from exc
-    parser = StreamParser(dialect.name)
+    # Deltas are only for on_event hooks; without one, building them is waste.
+    parser = StreamParser(dialect.name, deltas=bus.has("on_event"))
     try:
         response_headers = redact_headers(response.headers.multi_items())
         request_id = response.headers.get("x-request-id")

@@ -400,3 +400,15 @@ def test_feed_events_gives_each_events_json_and_the_same_deltas_as_feed() -> Non
     assert [d for _, _, ds in triples for d in ds] == plain_deltas
     assert [p["type"] for _, p, _ in triples] == [e["type"] for e in payloads(data)]
     assert hooked.close() == fast.close()
+
+
+def test_turn_only_parsing_builds_the_same_turn_without_fragment_deltas() -> None:
+    data = (CORPUS / "responses-text-then-function-call-1.sse").read_bytes()
+    full, lean = StreamParser(), StreamParser(deltas=False)
+    full_deltas, lean_deltas = full.feed(data), lean.feed(data)
+    assert lean.close() == full.close()
+    assert {d.kind for d in full_deltas} >= {"text", "arguments", "call"}
+    assert {d.kind for d in lean_deltas} & {"text", "arguments"} == set()
+    assert [d for d in full_deltas if d.kind == "call"] == [
+        d for d in lean_deltas if d.kind == "call"
+    ]
