@@ -532,24 +532,26 @@ async def test_timeout_of_an_async_handler() -> None:
     result = await call(slow, "", timeout=0.05)
     assert result.error == {"type": "TimeoutError", "message": "tool 'slow' timed out after 0.05 s"}
     assert result.output == "Error: tool 'slow' timed out after 0.05 s"
-    assert result.duration < 5
 
 
 @pytest.mark.anyio
 async def test_timeout_of_a_sync_handler_does_not_wait_for_the_thread() -> None:
     release = threading.Event()
+    finished: list[bool] = []
 
     @tool
     def blocked() -> None:
         release.wait(5)
+        finished.append(True)
 
     try:
         result = await call(blocked, "", timeout=0.05)
+        # run_tool came back while the handler's thread was still blocked.
+        assert finished == []
     finally:
         release.set()  # let the abandoned thread finish
     assert result.error is not None
     assert result.error["type"] == "TimeoutError"
-    assert result.duration < 5
 
 
 @pytest.mark.anyio
