@@ -13,19 +13,26 @@ shell around it), and it is usable from Python as it is::
         dbg.save("edited.jsonl")                      # replays identically
 
 How it works: the loop runs in a worker thread with its own event loop (an
-anyio blocking portal). The debugger's ``on_breakpoint`` hook hands control
-to the calling thread through a pair of queues and waits (in
-``anyio.to_thread``) until it is told to go on; while it waits, the caller
-reads and changes the ``LoopState``, which nothing else touches then. Every
-change goes ``LoopState.to_dict()`` -> RFC 6902 patch -> ``update_from``, so
-the loop reports it to ``on_edit`` and the session's ``TraceRecorder`` writes
-it as an ``edit`` record: ``save`` copies that recording.
+anyio blocking portal). The debugger's breakpoint hook hands control to the
+calling thread through a pair of queues and waits (in ``anyio.to_thread``)
+until it is told to go on; while it waits, the caller reads and changes the
+``LoopState``, which nothing else touches then. Every change goes
+``LoopState.to_dict()`` -> RFC 6902 patch -> ``update_from``, so the loop
+reports it to ``on_edit`` and the session's recorder writes it as an ``edit``
+record: ``save`` copies that recording.
 
 A replayed run (``for_trace``) answers from the trace. When an edit makes the
 next request differ from the recorded one, the run has left the recording;
 ``after_edit`` says what happens on resuming: ``stop`` ends the run there,
 ``live`` sends it (and what follows) to ``live_base_url`` with a plain httpx
 transport, ``ignore`` keeps answering with the recorded responses.
+
+This module is the engine: the thread handoff and the stepping API. The
+parts it uses live apart, and their public names can be imported from here
+too: conditional breakpoints in ``rawloop.breakpoints``, turning edits into
+checked patches in ``rawloop.debug_edits``, the run's hooks, recorder and
+replay-or-live transport in ``rawloop.debug_session``, one-line wording in
+``rawloop.debug_text``.
 
 The same pause without this engine: ``Loop.iter()`` with an ``on_breakpoint``
 hook, which may change the state in place (see the README, "Breakpoints from
@@ -37,11 +44,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import queue
-import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,23 +60,25 @@ import httpx
 import orjson
 
 from . import jsonpath, patch
-from .errors import RawloopError
-from .hooks import (
-    ChunkInfo,
-    DecisionInfo,
-    EditInfo,
-    ErrorInfo,
-    RequestInfo,
-    ResponseInfo,
-    ResultInfo,
+from .breakpoints import CONDITION_KINDS as CONDITION_KINDS  # still importable from here
+from .breakpoints import Condition, parse_condition
+from .debug_edits import apply_patch, path_patch, plain_json, state_document
+from .debug_session import (
+    Attempt,
+    RecordedEdits,
+    ReplayOrLiveTransport,
+    SessionRecorder,
+    Watcher,
 )
+from .debug_text import describe_difference, describe_turn
 from .jsondiff import MISSING, Difference, first_difference
 from .loop import Loop, LoopRun
 from .replay import DEFAULT_VOLATILE, Replayer, ReplayTransport, first_input, loop_from_trace
 from .retry import RetryPolicy
-from .state import EDITABLE, LoopState, RunResult
+from .state import LoopState, RunResult
+from .step_error import StepError
 from .tools import Tool, ToolResult, run_tool
-from .trace import Trace, TraceRecorder
+from .trace import Trace
 from .turn import FunctionCall
 
 __all__ = [
@@ -89,110 +97,8 @@ __all__ = [
 #: What a replayed run does once an edit took it off the recording.
 AFTER_EDIT_MODES = ("stop", "live", "ignore")
 
-#: Kinds of conditional breakpoint.
-CONDITION_KINDS = ("tool", "iteration", "text", "error")
-
 #: The stop reason of a replay ended by ``after_edit="stop"``.
 LEFT_RECORDING = "left-recording"
-
-_VIEW_ONLY = ("last_turn", "usage", "dialect", "base_url", "stop_reason")
-_RESULT_KEYS = frozenset({"call_id", "name", "arguments", "output", "error", "duration"})
-_NATURAL_STOPS = frozenset({"completed", "incomplete", "max_iterations", "error"})
-
-
-class StepError(RawloopError):
-    """A debugger command that cannot be done as asked (the message says why)."""
-
-
-# -- conditional breakpoints ---------------------------------------------------------
-
-
-@dataclass
-class Condition:
-    """A conditional breakpoint, checked at each breakpoint against the last iteration.
-
-    ``tool NAME``: the last turn called NAME (its result is about to be sent);
-    ``iteration N``: the breakpoint before request N (0-based); ``text REGEX``:
-    the last turn's text matches; ``error``: a request attempt or a tool failed
-    in the last iteration.
-    """
-
-    number: int
-    kind: str
-    arg: str = ""
-    hits: int = 0
-    pattern: re.Pattern[str] | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.arg}".strip()
-
-    def check(self, state: LoopState, errors: Sequence[str]) -> str | None:
-        """Why this breakpoint fires at ``state`` (None when it does not)."""
-        turn = state.last_turn
-        if self.kind == "iteration":
-            return f"iteration {state.iteration}" if state.iteration == int(self.arg) else None
-        if self.kind == "error":
-            return errors[0] if errors else None
-        if turn is None:
-            return None
-        if self.kind == "tool":
-            ids = [c.call_id for c in turn.calls if c.name == self.arg]
-            return f"{self.arg} was called ({', '.join(ids)})" if ids else None
-        assert self.pattern is not None
-        match = self.pattern.search(turn.text or "")
-        return f"the text matches {self.arg!r} ({match.group(0)!r})" if match else None
-
-
-def parse_condition(spec: str) -> tuple[str, str]:
-    """``"tool=refund_order"``, ``"tool refund_order"``, ``"iteration=2"``, ``"text=REGEX"``, ``"error"``."""
-    text = spec.strip()
-    kind, _, arg = text.partition("=") if "=" in text.split(" ", 1)[0] else text.partition(" ")
-    kind, arg = kind.strip().lower(), arg.strip()
-    kind = {"iter": "iteration", "i": "iteration", "errors": "error"}.get(kind, kind)
-    if kind not in CONDITION_KINDS:
-        raise StepError(
-            f"unknown breakpoint {text!r}; use tool NAME, iteration N, text REGEX or error"
-        )
-    if kind == "error":
-        if arg:
-            raise StepError(f"'error' takes no argument, got {arg!r}")
-        return kind, ""
-    if not arg:
-        what = {"tool": "a tool name", "iteration": "an iteration number", "text": "a regex"}[kind]
-        raise StepError(f"'{kind}' needs {what}, e.g. {kind} {_EXAMPLES[kind]}")
-    if kind == "iteration" and not (arg.isascii() and arg.isdigit()):
-        raise StepError(f"'iteration' needs a number (0 is the first request), not {arg!r}")
-    if kind == "text":
-        try:
-            re.compile(arg)
-        except re.error as exc:
-            raise StepError(f"bad regex {arg!r}: {exc}") from None
-    return kind, arg
-
-
-_EXAMPLES = {"tool": "refund_order", "iteration": "2", "text": "'refund(ed)?'"}
-
-
-# -- what the run tells the caller ------------------------------------------------------
-
-
-@dataclass
-class Attempt:
-    """One HTTP attempt as it went over the wire: the request and the raw answer."""
-
-    iteration: int
-    attempt: int
-    method: str
-    url: str
-    body: bytes
-    status: int | None = None
-    chunks: list[bytes] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def response(self) -> bytes:
-        """The response body, exactly as received."""
-        return b"".join(self.chunks)
 
 
 @dataclass
@@ -219,9 +125,6 @@ class Pause:
     ended: bool = False
     result: RunResult | None = None
     error: BaseException | None = None
-
-
-# -- the engine ---------------------------------------------------------------------------
 
 
 class Debugger:
@@ -255,7 +158,7 @@ class Debugger:
         live_base_url: str | None = None,
         handlers: Iterable[Tool[..., Any]] = (),
         live_max_iterations: int = 10,
-        _switch: _SwitchTransport | None = None,
+        _switch: ReplayOrLiveTransport | None = None,
     ) -> None:
         if after_edit not in AFTER_EDIT_MODES:
             raise StepError(
@@ -283,25 +186,30 @@ class Debugger:
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         self.paused = False
-        self._switch = _switch
-        self._replayer = Replayer(trace) if trace is not None else None
-        self._recorded: dict[int, Any] = {}
-        if trace is not None:
-            for exchange in reversed(trace.exchanges()):
-                self._recorded[exchange.iteration] = exchange.request.get("body")
-            loop.tool_runner = self._run_tool
-        self._tmp = Path(tempfile.mkdtemp(prefix="rawloop-step-"))
-        self.recording = self._tmp / "session.jsonl"
-        self.recorder = _SessionRecorder(self, self.recording)
-        own: list[Any] = [_RecordedEdits(self)] if trace is not None else []
-        self._hooks = [*own, *hooks, self.recorder, _Watcher(self)]
-        self._run: LoopRun | None = None
+        # Worker -> caller: progress lines, then a Pause. Caller -> worker: the mode to go on in.
         self._events: queue.Queue[Pause | str] = queue.Queue()
         self._commands: queue.Queue[str] = queue.Queue()
+        self._errors: list[str] = []  # this iteration's failures; emptied in place (shared)
+        self._switch = _switch
+        self._replayer: Replayer | None = None
+        self._recorded: dict[int, Any] = {}  # iteration -> the request body it sent first
+        own: list[Any] = []
+        if trace is not None:
+            replayer = self._replayer = Replayer(trace)
+            self._recorded = {
+                e.iteration: e.request.get("body") for e in reversed(trace.exchanges())
+            }
+            loop.tool_runner = self._run_tool
+            own.append(RecordedEdits(replayer, lambda: self.departure is None, self._events.put))
+        self._tmp = Path(tempfile.mkdtemp(prefix="rawloop-step-"))
+        self.recording = self._tmp / "session.jsonl"
+        self.recorder = SessionRecorder(self.recording, lambda: self.state)
+        watcher = Watcher(self._breakpoint, self._events.put, self.attempts, self._errors)
+        self._hooks = [*own, *hooks, self.recorder, watcher]
+        self._run: LoopRun | None = None
         self._mode = "step"
         self._until = 0
         self._interrupted = False
-        self._errors: list[str] = []
         self._snapshot: Any = None
         self._portal_cm: contextlib.AbstractContextManager[anyio.from_thread.BlockingPortal] | None
         self._portal_cm = None
@@ -326,7 +234,7 @@ class Debugger:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a cut last line: in .warnings
                 trace = Trace.load(trace)
-        switch = _SwitchTransport(ReplayTransport(trace))
+        switch = ReplayOrLiveTransport(ReplayTransport(trace))
         client = httpx.AsyncClient(transport=switch, timeout=httpx.Timeout(600.0, connect=10.0))
         loop = loop_from_trace(trace, http_client=client)
         return cls(
@@ -361,6 +269,11 @@ class Debugger:
     @property
     def replaying(self) -> bool:
         return self.trace is not None
+
+    @property
+    def end_reason(self) -> str:
+        """Why the run ended: its stop reason, or ``error`` when it failed without a result."""
+        return self.result.stop_reason if self.result else "error"
 
     def start(self) -> Pause:
         """Start the run; returns at its first breakpoint (iteration 0) or its end."""
@@ -409,7 +322,7 @@ class Debugger:
     def resume(self, mode: str, *, check: bool = True) -> Pause:
         """Go on in ``mode`` (``step``, ``continue``, ``until``, ``finish``) until control comes back."""
         self._require_paused("go on")
-        if check and self.trace is not None and self.departure is None:
+        if check:
             self._check_departure()
         self._mode = mode
         self.paused = False
@@ -489,11 +402,11 @@ class Debugger:
 
     async def _breakpoint(self, state: LoopState) -> None:
         reasons = self._reasons(state)
-        self._errors = []
+        self._errors.clear()
         if not reasons:
             return
         self._interrupted = False
-        self._snapshot = _plain(state.to_dict())
+        self._snapshot = state_document(state)
         self._events.put(Pause(state.iteration, reasons))
         await anyio.to_thread.run_sync(self._commands.get, abandon_on_cancel=True)
 
@@ -508,10 +421,10 @@ class Debugger:
         if self._mode == "finish":
             return reasons
         for condition in self.conditions:
-            why = condition.check(state, self._errors)
-            if why:
+            hit = condition.hit(state, self._errors)
+            if hit:
                 condition.hits += 1
-                reasons.append(f"breakpoint {condition.number} ({condition}): {why}")
+                reasons.append(hit)
         return reasons
 
     async def _run_tool(self, call: FunctionCall) -> ToolResult:
@@ -529,8 +442,7 @@ class Debugger:
                 timeout=self.loop.tool_timeout,
                 known=list(self.handlers),
             )
-        recorded = self._replayer.results.get(call.call_id)
-        if recorded is not None:
+        if self._replayer.results.get(call.call_id) is not None:
             return await self._replayer.run_tool(call)
         message = (
             f"no handler for tool {call.name!r} in this debugging session "
@@ -551,8 +463,8 @@ class Debugger:
     def view(self) -> dict[str, Any]:
         """The state as one JSON document: the editable fields, then the read-only ones."""
         state = self.state
-        doc: dict[str, Any] = _plain(state.to_dict())
-        doc["last_turn"] = _plain(state.last_turn.to_dict()) if state.last_turn else None
+        doc = state_document(state)
+        doc["last_turn"] = plain_json(state.last_turn.to_dict()) if state.last_turn else None
         doc["usage"] = dict(state.usage)
         doc["dialect"] = state.dialect
         doc["base_url"] = self.loop.base_url
@@ -592,7 +504,7 @@ class Debugger:
         """What was changed at this breakpoint so far, as an RFC 6902 patch."""
         if not self.paused or self._snapshot is None:
             return []
-        return patch.diff(self._snapshot, _plain(self.state.to_dict()))
+        return patch.diff(self._snapshot, state_document(self.state))
 
     def difference_from_recording(self) -> Difference | None:
         """Where the next request differs from the recorded one (replay, while paused)."""
@@ -656,47 +568,11 @@ class Debugger:
         ]
         if self.state.results[index].error is not None:
             ops.append({"op": "replace", "path": f"/results/{index}/error", "value": None})
-        return self._apply(ops)
+        return apply_patch(self.state, ops)
 
     def _edit(self, kind: str, path: str, value: Any = None) -> list[dict[str, Any]]:
         self._require_paused("change the state")
-        tokens = jsonpath.parse(path)
-        if not tokens:
-            raise StepError(
-                f"{kind} needs a path into the state (e.g. input[0].content): "
-                "the whole state cannot be replaced"
-            )
-        head = str(tokens[0])
-        if head not in EDITABLE:
-            editable = ", ".join(EDITABLE)
-            if head in (*_VIEW_ONLY, "iteration"):
-                raise StepError(f"{head} is read-only; what you can change: {editable}")
-            raise StepError(f"the state has no {head!r}; what you can change: {editable}")
-        doc = _plain(self.state.to_dict())
-        if kind == "set":
-            concrete, _, exists = jsonpath.locate(doc, tokens, missing_ok=True, root="the state")
-            op = "replace" if exists else "add"
-            ops = [{"op": op, "path": jsonpath.pointer(concrete), "value": value}]
-        elif kind == "del":
-            if len(tokens) == 1:
-                raise StepError(f"{head} cannot be deleted; set it instead (set {head} JSON)")
-            concrete, _, _ = jsonpath.locate(doc, tokens, root="the state")
-            ops = [{"op": "remove", "path": jsonpath.pointer(concrete)}]
-        else:
-            concrete, target, _ = jsonpath.locate(doc, tokens, root="the state")
-            if not isinstance(target, list):
-                raise StepError(
-                    f"{jsonpath.display(concrete)} is {jsonpath.describe(target)}, not a list: "
-                    "append adds to a list (use set for anything else)"
-                )
-            ops = [{"op": "add", "path": jsonpath.pointer(concrete) + "/-", "value": value}]
-        return self._apply(ops)
-
-    def _apply(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        new = patch.apply(_plain(self.state.to_dict()), ops)
-        _check_document(new)
-        self.state.update_from(new)
-        return ops
+        return apply_patch(self.state, path_patch(state_document(self.state), kind, path, value))
 
     # -- conditional breakpoints -------------------------------------------------------------
 
@@ -704,8 +580,7 @@ class Debugger:
         """Add a conditional breakpoint (see ``Condition``); returns it with its number."""
         kind, arg = parse_condition(f"{kind} {arg}".strip())
         self._numbers += 1
-        pattern = re.compile(arg) if kind == "text" else None
-        condition = Condition(self._numbers, kind, arg, pattern=pattern)
+        condition = Condition(self._numbers, kind, arg)
         self.conditions.append(condition)
         return condition
 
@@ -725,24 +600,15 @@ class Debugger:
         """Conditional breakpoints the last turn of an ended run would have hit."""
         if not self.ended or self._run is None:
             return []
-        state = self.state
-        hits = []
-        for condition in self.conditions:
-            if condition.kind == "iteration":
-                continue
-            why = condition.check(state, self._errors)
-            if why:
-                hits.append(f"breakpoint {condition.number} ({condition}): {why}")
-        return hits
+        hits = (c.hit(self.state, self._errors) for c in self.conditions if c.kind != "iteration")
+        return [hit for hit in hits if hit]
 
     def known_tools(self) -> list[str]:
         """Names of the tools the model is told about."""
-        names = []
-        for definition in self.state.tools if self._run else []:
-            name = definition.get("name") or definition.get("function", {}).get("name")
-            if name:
-                names.append(str(name))
-        return names
+        if self._run is None:
+            return []
+        names = (d.get("name") or d.get("function", {}).get("name") for d in self.state.tools)
+        return [str(name) for name in names if name]
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -753,18 +619,16 @@ class Debugger:
         data = self.recording.read_bytes() if self.recording.exists() else b""
         if not data:
             raise StepError("nothing recorded yet")
-        pending = self.pending_edits()
-        if pending and not self.ended:
+        pending = self.pending_edits()  # only while paused: the run has not recorded them yet
+        if pending:
             iteration = self.state.iteration
             record = {"kind": "edit", "iteration": iteration, "patch": self.recorder.ops(pending)}
             data += orjson.dumps(self.recorder.redactor.strings(record)) + b"\n"
+        records = data.count(b"\n") - 1  # every line but the header
         target = Path(path)
-        if target.suffix == ".gz":
-            data = gzip.compress(data)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        raw = gzip.decompress(data) if target.suffix == ".gz" else data
-        return raw.count(b"\n") - 1
+        target.write_bytes(gzip.compress(data) if target.suffix == ".gz" else data)
+        return records
 
     # -- leaving the recording ---------------------------------------------------------------
 
@@ -807,215 +671,6 @@ class Debugger:
         if self._run is None:
             raise StepError(f"cannot {what}: the run has not started")
         if self.ended:
-            reason = self.result.stop_reason if self.result else "error"
-            raise StepError(f"cannot {what}: the run has ended ({reason})")
+            raise StepError(f"cannot {what}: the run has ended ({self.end_reason})")
         if not self.paused:
             raise StepError(f"cannot {what}: the run is not paused")
-
-
-# -- hooks -----------------------------------------------------------------------------------
-
-
-class _Watcher:
-    """The debugger's hook: pauses at breakpoints, keeps the wire, reports progress."""
-
-    def __init__(self, debugger: Debugger) -> None:
-        self.d = debugger
-
-    async def on_breakpoint(self, state: LoopState) -> None:
-        await self.d._breakpoint(state)
-
-    def on_request(self, info: RequestInfo) -> None:
-        self.d.attempts.append(
-            Attempt(info.iteration, info.attempt, info.method, info.url, info.body)
-        )
-
-    def on_response(self, info: ResponseInfo) -> None:
-        if self.d.attempts:
-            self.d.attempts[-1].status = info.status
-
-    def on_chunk(self, info: ChunkInfo) -> None:
-        if self.d.attempts:
-            self.d.attempts[-1].chunks.append(info.data)
-
-    def on_error(self, info: ErrorInfo) -> None:
-        text = f"{type(info.error).__name__}: {info.error}"
-        if info.where == "request" and self.d.attempts:
-            self.d.attempts[-1].error = text
-        retry = f"; retrying in {info.delay:g} s" if info.will_retry else ""
-        self.d._errors.append(f"{info.where} failed: {_short(text)}")
-        self.d._events.put(
-            f"iteration {info.iteration}, attempt {info.attempt}: {info.where} failed: "
-            f"{_short(text)}{retry}"
-        )
-
-    def on_decision(self, info: DecisionInfo) -> None:
-        self.d._events.put(f"iteration {info.iteration}: {describe_turn(info.turn)}")
-
-    def on_result(self, info: ResultInfo) -> None:
-        result: ToolResult = info.result
-        if result.error is not None:
-            self.d._errors.append(f"tool {result.name} failed: {result.error.get('type')}")
-        flag = f" (error: {result.error.get('type')})" if result.error else ""
-        self.d._events.put(
-            f"iteration {info.iteration}: {result.name} {result.call_id} -> "
-            f"{_short(orjson.dumps(result.output).decode())}{flag}"
-        )
-
-    def on_edit(self, info: EditInfo) -> None:
-        self.d._events.put(
-            f"iteration {info.iteration}: edited ({', '.join(_op_text(o) for o in info.patch)})"
-        )
-
-
-class _RecordedEdits:
-    """Puts the recording's own breakpoint edits back (as replay does), while they still fit."""
-
-    def __init__(self, debugger: Debugger) -> None:
-        self.d = debugger
-
-    def on_breakpoint(self, state: LoopState) -> None:
-        replayer = self.d._replayer
-        assert replayer is not None
-        if self.d.departure is None:
-            replayer.on_breakpoint(state)
-            return
-        ops = replayer.edits.get(state.iteration)
-        if not ops:
-            return
-        try:
-            state.update_from(patch.apply(state.to_dict(), ops))
-        except patch.PatchError as exc:
-            self.d._events.put(
-                f"iteration {state.iteration}: the recorded edit no longer fits the run "
-                f"and was left out ({exc})"
-            )
-
-
-class _SessionRecorder(TraceRecorder):
-    """The session's recording. Iteration 0 edits are written as whole-field replacements.
-
-    ``replay`` builds its first state from the first recorded request, which
-    already holds the iteration-0 edits, and then applies them again: an
-    ``add /input/-`` would add the item twice. Replacing whole fields means the
-    same either way, so the saved trace replays identically.
-    """
-
-    def __init__(self, debugger: Debugger, path: Path) -> None:
-        super().__init__(path, metadata={"rawloop_step": True})
-        self.d = debugger
-
-    def ops(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``ops`` as they are recorded at the current iteration."""
-        if self.d.state.iteration != 0:
-            return ops
-        doc = _plain(self.d.state.to_dict())
-        fields = dict.fromkeys(jsonpath.parse(o["path"])[0] for o in ops if o.get("path"))
-        return [{"op": "replace", "path": f"/{f}", "value": doc[str(f)]} for f in fields]
-
-    def on_edit(self, info: EditInfo) -> None:
-        if info.iteration == 0:
-            info = EditInfo(0, self.ops(info.patch))
-        super().on_edit(info)
-
-
-class _SwitchTransport(httpx.AsyncBaseTransport):
-    """Replays until told to go live (``LoopRun`` holds on to its client for the whole run)."""
-
-    def __init__(self, replay: ReplayTransport) -> None:
-        self.replay = replay
-        self.target: httpx.AsyncBaseTransport = replay
-        self._live: httpx.AsyncHTTPTransport | None = None
-
-    def go_live(self) -> None:
-        self._live = httpx.AsyncHTTPTransport()
-        self.target = self._live
-
-    def ignore_divergence(self) -> None:
-        self.replay.responder.on_divergence = "warn"
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.target.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.replay.aclose()
-        if self._live is not None:
-            await self._live.aclose()
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _check_document(doc: dict[str, Any]) -> None:
-    """Refuse an edited state the loop could not send, saying which part is wrong."""
-    if not isinstance(doc["model"], str) or not doc["model"]:
-        raise StepError(f"model must be a non-empty string, not {jsonpath.describe(doc['model'])}")
-    if doc["instructions"] is not None and not isinstance(doc["instructions"], str):
-        raise StepError("instructions must be a string or null")
-    for name in ("input", "tools"):
-        if not isinstance(doc[name], list):
-            raise StepError(f"{name} must be a list, not {jsonpath.describe(doc[name])}")
-        for i, item in enumerate(doc[name]):
-            if not isinstance(item, dict):
-                raise StepError(f"{name}[{i}] must be an object, not {jsonpath.describe(item)}")
-    if not isinstance(doc["request_params"], dict):
-        raise StepError("request_params must be an object")
-    if not isinstance(doc["results"], list):
-        raise StepError("results must be a list")
-    for i, result in enumerate(doc["results"]):
-        if not isinstance(result, dict):
-            raise StepError(f"results[{i}] must be an object, not {jsonpath.describe(result)}")
-        missing = [k for k in ("call_id", "name", "arguments", "output") if k not in result]
-        if missing:
-            raise StepError(f"results[{i}] needs {', '.join(missing)}")
-        extra = sorted(set(result) - _RESULT_KEYS)
-        if extra:
-            raise StepError(
-                f"results[{i}] has unknown keys {', '.join(extra)} "
-                f"(a result has: {', '.join(sorted(_RESULT_KEYS))})"
-            )
-        if not isinstance(result["output"], (str, list)):
-            raise StepError(
-                f"results[{i}].output must be a string (what the model reads), not "
-                f"{jsonpath.describe(result['output'])}: quote JSON as a string, or use "
-                "result CALL_ID JSON"
-            )
-        if not isinstance(result["call_id"], str):
-            raise StepError(f"results[{i}].call_id must be a string")
-
-
-def describe_turn(turn: Any) -> str:
-    """One line for a turn: its calls, or its text."""
-    if turn.calls:
-        calls = ", ".join(f"{c.name}({_short(c.arguments, 60)})" for c in turn.calls)
-        return f"{turn.status}, called {calls}"
-    if turn.text:
-        return f"{turn.status}, text {_short(orjson.dumps(turn.text).decode())}"
-    return f"{turn.status}, no text and no calls"
-
-
-def describe_difference(found: Difference) -> str:
-    """``input[2].output (recorded "2869461", now "42")``."""
-    return f"{found.path or '<root>'} (recorded {_value(found.a)}, now {_value(found.b)})"
-
-
-def _value(value: Any) -> str:
-    if value is MISSING:
-        return "nothing"
-    try:
-        return _short(orjson.dumps(value).decode(), 60)
-    except TypeError:
-        return _short(repr(value), 60)
-
-
-def _op_text(op: dict[str, Any]) -> str:
-    return f"{op.get('op')} {op.get('path')}"
-
-
-def _short(text: str, limit: int = 100) -> str:
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _plain(data: Any) -> Any:
-    return orjson.loads(orjson.dumps(data))

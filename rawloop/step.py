@@ -62,17 +62,13 @@ from typing import IO, Any
 import orjson
 
 from . import jsonpath
-from .debugger import (
-    Debugger,
-    Pause,
-    StepError,
-    describe_difference,
-    describe_turn,
-    parse_condition,
-)
+from .breakpoints import parse_condition
+from .debug_text import describe_difference, describe_op, describe_turn, shorten
+from .debugger import Debugger, Pause
 from .errors import RawloopError
 from .loading import load_module, tools_in
 from .loop import Loop
+from .step_error import StepError
 
 __all__ = ["StepShell", "run_cli"]
 
@@ -370,7 +366,7 @@ class StepShell(cmd.Cmd):
             if not dbg.conditions:
                 self.say("no conditional breakpoints")
             for c in dbg.conditions:
-                self.say(f"{c.number}: {c} (hit {c.hits} time{'s' if c.hits != 1 else ''})")
+                self.say(f"{c.number}: {c} (hit {_count(c.hits, 'time')})")
             return False
         condition = dbg.add_condition(*parse_condition(arg))
         self.say(f"breakpoint {condition.number}: {condition}")
@@ -391,7 +387,7 @@ class StepShell(cmd.Cmd):
         if text and not (text.isascii() and text.isdigit()):
             raise StepError(f"clear takes a breakpoint number, not {text!r}")
         removed = self.debugger.clear_conditions(int(text) if text else None)
-        self.say(f"cleared {len(removed)} breakpoint{'s' if len(removed) != 1 else ''}")
+        self.say(f"cleared {_count(len(removed), 'breakpoint')}")
         return False
 
     do_cl = do_clear
@@ -431,8 +427,7 @@ class StepShell(cmd.Cmd):
     def _go(self, step: Any) -> None:
         dbg = self.debugger
         if dbg.ended:
-            reason = dbg.result.stop_reason if dbg.result else "error"
-            raise StepError(f"the run has ended ({reason}); look around, save it, or quit")
+            raise StepError(f"the run has ended ({dbg.end_reason}); look around, save it, or quit")
         self._show(step())
 
     def _show(self, pause: Pause) -> None:
@@ -453,13 +448,12 @@ class StepShell(cmd.Cmd):
         if pause.error is not None:
             self.say(f"the run failed: {type(pause.error).__name__}: {pause.error}")
         if result is not None:
-            n = result.iterations
             self.say(
-                f"the run ended: {result.stop_reason} after {n} iteration{'s' if n != 1 else ''}"
-                f" ({_usage(result.usage)})"
+                f"the run ended: {result.stop_reason} after "
+                f"{_count(result.iterations, 'iteration')} ({_usage(result.usage)})"
             )
             if result.turns and result.turns[-1].text:
-                self.say(f"  final text: {_short(result.turns[-1].text, 200)}")
+                self.say(f"  final text: {shorten(result.turns[-1].text, 200)}")
         if dbg.replaying:
             departure = dbg.departure
             if departure is not None:
@@ -469,8 +463,9 @@ class StepShell(cmd.Cmd):
                 )
                 ignored = dbg.divergences_ignored()
                 if ignored:
-                    s = "s" if ignored != 1 else ""
-                    line += f": {ignored} request{s} off the recording answered from it anyway"
+                    line += (
+                        f": {_count(ignored, 'request')} off the recording answered from it anyway"
+                    )
                 self.say(line)
             elif pause.error is None:
                 self.say("  replay: every request matched the recording")
@@ -481,9 +476,7 @@ class StepShell(cmd.Cmd):
         dbg = self.debugger
         state = dbg.state
         if dbg.ended:
-            result = dbg.result
-            reason = result.stop_reason if result else "error"
-            self.say(f"the run has ended: {reason} | model {state.model} | {state.dialect}")
+            self.say(f"the run has ended: {dbg.end_reason} | model {state.model} | {state.dialect}")
         else:
             self.say(
                 f"iteration {state.iteration} (request {state.iteration + 1} of at most "
@@ -495,20 +488,17 @@ class StepShell(cmd.Cmd):
         else:
             self.say(f"  last decision (iteration {state.iteration - 1}): {describe_turn(turn)}")
             for call in turn.calls:
-                self.say(f"    call {call.name} {call.call_id} {_short(call.arguments, 120)}")
+                self.say(f"    call {call.name} {call.call_id} {shorten(call.arguments, 120)}")
         if state.results:
             self.say("  pending results (sent with the next request):")
             self._results(state.results, indent="    ")
         items = state.input
         if items:
-            self.say(
-                f"  input: {len(items)} item{'s' if len(items) != 1 else ''}, the last: "
-                f"{_item(items[-1])}"
-            )
+            self.say(f"  input: {_count(len(items), 'item')}, the last: {_item(items[-1])}")
         self.say(f"  usage so far: {_usage(state.usage)}")
         edits = dbg.pending_edits()
         if edits:
-            self.say(f"  changed here: {', '.join(_op(o) for o in edits)}")
+            self.say(f"  changed here: {', '.join(describe_op(o) for o in edits)}")
         self._departure_note()
         if dbg.departure is not None:
             self.say(f"  off the recording since iteration {dbg.departure.iteration}")
@@ -522,11 +512,11 @@ class StepShell(cmd.Cmd):
             output = orjson.dumps(r.output).decode()
             flag = f" (error: {r.error.get('type')})" if r.error else ""
             self.say(
-                f"{indent}[{i}] {r.name} {r.call_id} -> {output if full else _short(output)}{flag}"
+                f"{indent}[{i}] {r.name} {r.call_id} -> {output if full else shorten(output)}{flag}"
             )
 
     def _changed(self, ops: list[dict[str, Any]]) -> None:
-        self.say(f"changed: {', '.join(_op(o) for o in ops)}")
+        self.say(f"changed: {', '.join(describe_op(o) for o in ops)}")
         self._departure_note()
 
     def _departure_note(self) -> None:
@@ -553,10 +543,10 @@ class StepShell(cmd.Cmd):
         except orjson.JSONDecodeError as exc:
             hint = ""
             if text[:1] not in "\"'{[-0123456789" and text not in ("true", "false", "null"):
-                hint = f' (a string needs double quotes: "{_short(text, 40)}")'
+                hint = f' (a string needs double quotes: "{shorten(text, 40)}")'
             elif text[:1] == "'":
                 hint = " (JSON strings use double quotes)"
-            raise StepError(f"bad JSON {_short(text, 60)!r}: {exc}{hint}") from None
+            raise StepError(f"bad JSON {shorten(text, 60)!r}: {exc}{hint}") from None
 
 
 def _output_text(text: str) -> str:
@@ -571,10 +561,10 @@ def _output_text(text: str) -> str:
 def _item(item: dict[str, Any]) -> str:
     kind = item.get("type")
     if kind == "function_call":
-        return f"function_call {item.get('name')}({_short(str(item.get('arguments')), 60)})"
+        return f"function_call {item.get('name')}({shorten(str(item.get('arguments')), 60)})"
     if kind == "function_call_output":
         return (
-            f"function_call_output {item.get('call_id')} -> {_short(str(item.get('output')), 60)}"
+            f"function_call_output {item.get('call_id')} -> {shorten(str(item.get('output')), 60)}"
         )
     if "role" in item:
         content = item.get("content")
@@ -586,21 +576,17 @@ def _item(item: dict[str, Any]) -> str:
         if calls and not content:
             names = [c.get("function", {}).get("name") for c in calls if isinstance(c, dict)]
             return f"{item['role']}: calls {', '.join(str(n) for n in names)}"
-        return f"{item['role']}: {_short(str(content or ''), 80)}"
+        return f"{item['role']}: {shorten(str(content or ''), 80)}"
     return str(kind or "item")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 item``, ``3 items``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _usage(usage: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in usage.items()) or "no requests yet"
-
-
-def _op(op: dict[str, Any]) -> str:
-    return f"{op.get('op')} {op.get('path')}"
-
-
-def _short(text: str, limit: int = 100) -> str:
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- the command line ----------------------------------------------------------------------

@@ -763,6 +763,28 @@ def test_closing_a_paused_debugger_ends_the_run_and_its_thread(tmp_path: Path) -
     assert threading.active_count() <= before
 
 
+def test_the_debugger_parts_are_importable_from_rawloop_debugger() -> None:
+    """The engine was split into modules; ``rawloop.debugger`` still names every public part."""
+    import rawloop.debugger as debugger
+    from rawloop import breakpoints, debug_edits, debug_session, debug_text, step_error
+
+    homes = {
+        "Attempt": debug_session,
+        "Condition": breakpoints,
+        "CONDITION_KINDS": breakpoints,
+        "StepError": step_error,
+        "describe_difference": debug_text,
+        "describe_turn": debug_text,
+        "parse_condition": breakpoints,
+    }
+    for name, home in homes.items():
+        assert getattr(debugger, name) is getattr(home, name), name
+    for name in debugger.__all__:
+        assert hasattr(debugger, name), name
+    for module in (breakpoints, debug_edits, debug_session, debug_text, step_error):
+        assert module.__doc__ and all(hasattr(module, n) for n in module.__all__)
+
+
 # -- paths -------------------------------------------------------------------------------------------
 
 
