@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_import)
 
+    from .proxy import add_record_command
+
+    add_record_command(sub)
+
     from .http import add_serve_agent_command
     from .toolschema_cli import add_parser as add_tools_parser
 
