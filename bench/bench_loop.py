@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_parse import _WORDS, _obfuscation, _response, chunked
+from bench_parse import _WORDS, _message, _message_events, _response, _sse, chunked
 
 from rawloop import Loop
 from rawloop.hooks import ChunkInfo, EventInfo
@@ -89,15 +89,7 @@ def generate_text_stream(text_deltas: int = TEXT_DELTAS) -> TextStream:
     msg_id = "msg_0loop00000000000000000000000000000000000000000000000"
     tokens = [(" " if i else "") + rng.choice(_WORDS) for i in range(text_deltas)]
     text = "".join(tokens)
-    part_done = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
-    message = {
-        "id": msg_id,
-        "type": "message",
-        "status": "completed",
-        "content": [part_done],
-        "phase": "final_answer",
-        "role": "assistant",
-    }
+    message = _message(msg_id, text)
     usage = {
         "input_tokens": 8,
         "input_tokens_details": {"cached_tokens": 0},
@@ -114,56 +106,10 @@ def generate_text_stream(text_deltas: int = TEXT_DELTAS) -> TextStream:
     payloads: list[dict[str, Any]] = [
         {"type": "response.created", "response": response("in_progress", [], None)},
         {"type": "response.in_progress", "response": response("in_progress", [], None)},
-        {
-            "type": "response.output_item.added",
-            "item": {**message, "status": "in_progress", "content": []},
-            "output_index": 0,
-        },
-        {
-            "type": "response.content_part.added",
-            "content_index": 0,
-            "item_id": msg_id,
-            "output_index": 0,
-            "part": {**part_done, "text": ""},
-        },
-    ]
-    for token in tokens:
-        payloads.append(
-            {
-                "type": "response.output_text.delta",
-                "content_index": 0,
-                "delta": token,
-                "item_id": msg_id,
-                "logprobs": [],
-                "obfuscation": _obfuscation(rng, token),
-                "output_index": 0,
-            }
-        )
-    payloads += [
-        {
-            "type": "response.output_text.done",
-            "content_index": 0,
-            "item_id": msg_id,
-            "logprobs": [],
-            "output_index": 0,
-            "text": text,
-        },
-        {
-            "type": "response.content_part.done",
-            "content_index": 0,
-            "item_id": msg_id,
-            "output_index": 0,
-            "part": part_done,
-        },
-        {"type": "response.output_item.done", "item": message, "output_index": 0},
+        *_message_events(rng, message, tokens),
         {"type": "response.completed", "response": response("completed", [message], usage)},
     ]
-    blocks = []
-    for seq, payload in enumerate(payloads):
-        payload["sequence_number"] = seq
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        blocks.append(f"event: {payload['type']}\ndata: {data}\n\n")
-    body = "".join(blocks).encode()
+    body = _sse(payloads)
     return TextStream(body, text, len(payloads), len(tokens), chunked(body, NETWORK_CHUNK))
 
 

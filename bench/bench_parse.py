@@ -247,61 +247,26 @@ def _response(rid: str, status: str, output: list[Any], usage: Any) -> dict[str,
     }
 
 
-@dataclass
-class Synthetic:
-    body: bytes
-    text: str
-    arguments: str
-    events: int
-
-
-def generate_stream(text_deltas: int = 5000, argument_deltas: int = 1000) -> Synthetic:
-    """A Responses stream: one message of ``text_deltas`` output_text.delta events,
-    then one function call of ``argument_deltas`` function_call_arguments.delta events,
-    with the event shapes of the recorded corpus."""
-    rng = random.Random(20260505)
-    rid = "resp_0bench0000000000000000000000000000000000000000000000"
-    msg_id = "msg_0bench0000000000000000000000000000000000000000000000"
-    fc_id = "fc_0bench00000000000000000000000000000000000000000000000"
-    call_id = "call_bEnChMaRkCaLlId0000000"
-
-    tokens = [(" " if i else "") + rng.choice(_WORDS) for i in range(text_deltas)]
-    text = "".join(tokens)
-    content = ""
-    while len(content) < argument_deltas * 3:
-        content += " " + rng.choice(_WORDS)
-    arguments = json.dumps({"path": "notes.md", "content": content.strip()}, ensure_ascii=False)
-    cuts = sorted(rng.sample(range(1, len(arguments)), argument_deltas - 1))
-    fragments = [arguments[a:b] for a, b in zip([0, *cuts], [*cuts, len(arguments)])]
-
-    part_done = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
-    message = {
+def _message(msg_id: str, text: str) -> dict[str, Any]:
+    """The finished assistant message item holding ``text``."""
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+    return {
         "id": msg_id,
         "type": "message",
         "status": "completed",
-        "content": [part_done],
+        "content": [part],
         "phase": "final_answer",
         "role": "assistant",
     }
-    call = {
-        "id": fc_id,
-        "type": "function_call",
-        "status": "completed",
-        "arguments": arguments,
-        "call_id": call_id,
-        "name": "write_file",
-    }
-    usage = {
-        "input_tokens": 58,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": text_deltas + argument_deltas,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 58 + text_deltas + argument_deltas,
-    }
 
+
+def _message_events(
+    rng: random.Random, message: dict[str, Any], tokens: list[str]
+) -> list[dict[str, Any]]:
+    """The events of ``message`` (output index 0): opened, one output_text.delta per
+    token, closed."""
+    msg_id, part_done = message["id"], message["content"][0]
     payloads: list[dict[str, Any]] = [
-        {"type": "response.created", "response": _response(rid, "in_progress", [], None)},
-        {"type": "response.in_progress", "response": _response(rid, "in_progress", [], None)},
         {
             "type": "response.output_item.added",
             "item": {**message, "status": "in_progress", "content": []},
@@ -334,7 +299,7 @@ def generate_stream(text_deltas: int = 5000, argument_deltas: int = 1000) -> Syn
             "item_id": msg_id,
             "logprobs": [],
             "output_index": 0,
-            "text": text,
+            "text": part_done["text"],
         },
         {
             "type": "response.content_part.done",
@@ -344,6 +309,68 @@ def generate_stream(text_deltas: int = 5000, argument_deltas: int = 1000) -> Syn
             "part": part_done,
         },
         {"type": "response.output_item.done", "item": message, "output_index": 0},
+    ]
+    return payloads
+
+
+def _sse(payloads: list[dict[str, Any]]) -> bytes:
+    """The stream of ``payloads``, numbered in order (``sequence_number``)."""
+    blocks = []
+    for seq, payload in enumerate(payloads):
+        payload["sequence_number"] = seq
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        blocks.append(f"event: {payload['type']}\ndata: {data}\n\n")
+    return "".join(blocks).encode()
+
+
+@dataclass
+class Synthetic:
+    body: bytes
+    text: str
+    arguments: str
+    events: int
+
+
+def generate_stream(text_deltas: int = 5000, argument_deltas: int = 1000) -> Synthetic:
+    """A Responses stream: one message of ``text_deltas`` output_text.delta events,
+    then one function call of ``argument_deltas`` function_call_arguments.delta events,
+    with the event shapes of the recorded corpus."""
+    rng = random.Random(20260505)
+    rid = "resp_0bench0000000000000000000000000000000000000000000000"
+    msg_id = "msg_0bench0000000000000000000000000000000000000000000000"
+    fc_id = "fc_0bench00000000000000000000000000000000000000000000000"
+    call_id = "call_bEnChMaRkCaLlId0000000"
+
+    tokens = [(" " if i else "") + rng.choice(_WORDS) for i in range(text_deltas)]
+    text = "".join(tokens)
+    content = ""
+    while len(content) < argument_deltas * 3:
+        content += " " + rng.choice(_WORDS)
+    arguments = json.dumps({"path": "notes.md", "content": content.strip()}, ensure_ascii=False)
+    cuts = sorted(rng.sample(range(1, len(arguments)), argument_deltas - 1))
+    fragments = [arguments[a:b] for a, b in zip([0, *cuts], [*cuts, len(arguments)])]
+
+    message = _message(msg_id, text)
+    call = {
+        "id": fc_id,
+        "type": "function_call",
+        "status": "completed",
+        "arguments": arguments,
+        "call_id": call_id,
+        "name": "write_file",
+    }
+    usage = {
+        "input_tokens": 58,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": text_deltas + argument_deltas,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 58 + text_deltas + argument_deltas,
+    }
+
+    payloads: list[dict[str, Any]] = [
+        {"type": "response.created", "response": _response(rid, "in_progress", [], None)},
+        {"type": "response.in_progress", "response": _response(rid, "in_progress", [], None)},
+        *_message_events(rng, message, tokens),
         {
             "type": "response.output_item.added",
             "item": {**call, "status": "in_progress", "arguments": ""},
@@ -373,12 +400,7 @@ def generate_stream(text_deltas: int = 5000, argument_deltas: int = 1000) -> Syn
             "response": _response(rid, "completed", [message, call], usage),
         },
     ]
-    blocks = []
-    for seq, payload in enumerate(payloads):
-        payload["sequence_number"] = seq
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        blocks.append(f"event: {payload['type']}\ndata: {data}\n\n")
-    return Synthetic("".join(blocks).encode(), text, arguments, len(payloads))
+    return Synthetic(_sse(payloads), text, arguments, len(payloads))
 
 
 # -- measurement ------------------------------------------------------------------

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,49 +38,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from _common import END_OF_BODY, TRACE, first_request, free_port, start, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
-TRACE = ROOT / "traces" / "tool-roundtrip.jsonl"
-END_OF_BODY = b"\r\n0\r\n\r\n"
 END_OF_HEAD = b"\r\n\r\n"
 KEY = "sk-bench-0123456789abcdefghijklmnop"  # sent as Authorization; redacted in the traces
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def first_request(trace: Path) -> bytes:
-    for line in trace.read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "request":
-            return json.dumps(record["body"]).encode()
-    raise SystemExit(f"{trace}: no request record")
-
-
-def start(code: str, port: int) -> subprocess.Popen[bytes]:
-    """A Python subprocess running ``code``, once ``port`` accepts connections."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"nothing listens on {port}: the subprocess did not start")
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import sys, logging; logging.disable(logging.CRITICAL)\n"
-        "from rawloop.server import run_server\n"
-        f"sys.exit(run_server([{str(TRACE)!r}], '127.0.0.1', {port}))\n"
-    )
-    return start(code, port)
 
 
 def start_proxy(port: int, upstream: int, out: str) -> subprocess.Popen[bytes]:

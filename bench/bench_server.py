@@ -15,51 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-
-ROOT = Path(__file__).resolve().parents[1]
-TRACE = ROOT / "traces" / "tool-roundtrip.jsonl"
-END_OF_BODY = b"\r\n0\r\n\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def first_request(trace: Path) -> bytes:
-    for line in trace.read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "request":
-            return json.dumps(record["body"]).encode()
-    raise SystemExit(f"{trace}: no request record")
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import sys, logging; logging.disable(logging.CRITICAL)\n"
-        "from rawloop.server import run_server\n"
-        f"sys.exit(run_server([{str(TRACE)!r}], '127.0.0.1', {port}))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the server did not start")
+from _common import END_OF_BODY, TRACE, first_request, free_port, start_server
 
 
 async def one_stream(port: int, request: bytes) -> tuple[float, float, int]:

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
+import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -36,11 +39,13 @@ import orjson
 
 __all__ = [
     "Connection",
+    "Server",
     "TooLarge",
     "clean_headers",
     "error_body",
     "json_headers",
     "request_path",
+    "run_foreground",
     "serve_connection",
     "serve_listener",
 ]
@@ -337,3 +342,98 @@ def error_body(
 ) -> dict[str, Any]:
     """An OpenAI error object."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# -- a server, and serving it in the foreground ------------------------------------------------
+
+
+class Server:
+    """A server on a TCP socket: ``ReplayServer`` and ``RecordingProxy``.
+
+    A subclass sets ``host``, ``port`` and ``_listener`` (None) and defines
+    ``serve``, which takes the socket with ``_take_listener``.
+    """
+
+    host: str
+    port: int
+    _listener: anyio.abc.Listener[anyio.abc.SocketStream] | None
+
+    async def bind(self) -> int:
+        """Open the listening socket (``serve`` does it if needed); returns the port."""
+        if self._listener is None:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+            self._listener = listener
+            self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+        return self.port
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; ``task_status.started(port)`` once listening."""
+        raise NotImplementedError
+
+    async def _take_listener(self) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+        """The socket ``bind`` opened (opening it if needed), now the caller's to serve."""
+        await self.bind()
+        listener, self._listener = self._listener, None
+        assert listener is not None
+        return listener
+
+
+def run_foreground(
+    server: Server,
+    *,
+    label: str,
+    host: str,
+    port: int,
+    logger: logging.Logger,
+    listening: Callable[[int], str],
+    stopping: Callable[[], str],
+) -> int:
+    """Serve ``server`` until SIGINT or SIGTERM, for a command named ``label``.
+
+    Unless the program configured ``logging``, ``logger`` writes
+    ``LABEL: MESSAGE`` lines to stderr for the duration (at INFO if it has no
+    level). Once listening, writes ``LABEL: listening(port)`` to stderr; on a
+    signal ``LABEL: SIGTERM: shutting down (stopping())``. Returns 2 when the
+    address cannot be bound (having said so), else 0.
+    """
+    handler: logging.Handler | None = None
+    level = logger.level
+    if not logging.getLogger().handlers:  # nobody configured logging: show the access log
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{label}: %(message)s"))
+        logger.addHandler(handler)
+        if level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+    try:
+        anyio.run(_serve_until_signalled, server, label, listening, stopping)
+    except OSError as exc:
+        sys.stderr.write(f"{label}: error: cannot listen on {host}:{port}: {exc}\n")
+        return 2
+    except KeyboardInterrupt:  # where signal receivers are not supported
+        sys.stderr.write(f"{label}: interrupted\n")
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    return 0
+
+
+async def _serve_until_signalled(
+    server: Server, label: str, listening: Callable[[int], str], stopping: Callable[[], str]
+) -> None:
+    port = await server.bind()
+    async with anyio.create_task_group() as group:
+        await group.start(server.serve)
+        sys.stderr.write(f"{label}: {listening(port)}\n")
+        sys.stderr.flush()
+        if sys.platform == "win32":  # no signal receivers there: Ctrl+C raises KeyboardInterrupt
+            await anyio.sleep(math.inf)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                sys.stderr.write(
+                    f"{label}: {signal.Signals(signum).name}: shutting down ({stopping()})\n"
+                )
+                group.cancel_scope.cancel()
+                break

@@ -53,6 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from ._version import __version__
+from .conversation import conversation, tool_outputs
 from .errors import SecretInTraceError, StreamError, TraceError
 from .jsondiff import first_difference
 from .parse import StreamParser
@@ -591,7 +592,7 @@ def _infer_results(calls: list[_Call], dialect: str, notes: list[str]) -> None:
                 "output to import, so a replay stops with a divergence at that tool call"
             )
             continue
-        outputs = _tool_outputs(following.body, dialect)
+        outputs = tool_outputs(dialect, conversation(dialect, following.body))
         missing = []
         for fc in turn.calls:
             if fc.call_id not in outputs:
@@ -614,33 +615,6 @@ def _infer_results(calls: list[_Call], dialect: str, notes: list[str]) -> None:
                 f"{following.interaction.label}: the request carries no tool output for call(s) "
                 f"{', '.join(missing)}; a replay cannot answer them"
             )
-
-
-def _tool_outputs(body: dict[str, Any], dialect: str) -> dict[str, str]:
-    """Tool outputs by call_id, as the next request sent them back."""
-    out: dict[str, str] = {}
-    items = body.get("messages" if dialect == "chat" else "input")
-    if not isinstance(items, list):
-        return out
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        if dialect == "chat" and item.get("role") == "tool":
-            call_id, value = item.get("tool_call_id"), item.get("content")
-        elif dialect != "chat" and item.get("type") == "function_call_output":
-            call_id, value = item.get("call_id"), item.get("output")
-        else:
-            continue
-        if isinstance(call_id, str):
-            out[call_id] = value if isinstance(value, str) else _text_of(value)
-    return out
-
-
-def _text_of(value: Any) -> str:
-    """A tool output sent as content parts: their text joined (anything else as JSON)."""
-    if isinstance(value, list) and all(isinstance(p, dict) and "text" in p for p in value):
-        return "".join(str(p["text"]) for p in value)
-    return orjson.dumps(value).decode()
 
 
 def _check_chain(calls: list[_Call], dialect: str, notes: list[str]) -> None:

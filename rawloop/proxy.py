@@ -38,8 +38,6 @@ import argparse
 import contextlib
 import ipaddress
 import logging
-import math
-import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -54,7 +52,7 @@ import httpx
 import orjson
 
 from .errors import APIConnectionError, ConfigurationError, RawloopError
-from .http11 import Connection, TooLarge, serve_connection, serve_listener
+from .http11 import Connection, Server, TooLarge, run_foreground, serve_connection, serve_listener
 from .proxy_runs import DEFAULT_MAX_RUNS, Attempt, RunTable
 from .redact import redact_text
 from .trace import Redactor
@@ -103,7 +101,7 @@ _NOT_ANSWERED = _HOP_BY_HOP | {"content-length", "content-encoding"}
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
-class RecordingProxy:
+class RecordingProxy(Server):
     """A reverse proxy to ``upstream`` that records every model call as a trace in ``out``.
 
     Args:
@@ -194,21 +192,11 @@ class RecordingProxy:
 
     # -- serving --------------------------------------------------------------------------
 
-    async def bind(self) -> int:
-        """Open the listening socket (``serve`` does it if needed); returns the port."""
-        if self._listener is None:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-            self._listener = listener
-            self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        return self.port
-
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Proxy and record until cancelled; then end the open runs. ``task_status.started(port)``."""
-        await self.bind()
-        listener, self._listener = self._listener, None
-        assert listener is not None
+        listener = await self._take_listener()
         self._client = self._http_client or _upstream_client(self.timeout)
         logger.debug("proxying %s -> %s, traces in %s", self.url, self.upstream, self.out)
         try:
@@ -487,47 +475,19 @@ def run_proxy(
             f"rawloop record: warning: listening on {host}, not loopback: anyone who can reach "
             "it can send requests upstream and have them recorded\n"
         )
-    handler: logging.Handler | None = None
-    level = logger.level
-    if not logging.getLogger().handlers:  # nobody configured logging: show the access log
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("rawloop record: %(message)s"))
-        logger.addHandler(handler)
-        if level == logging.NOTSET:
-            logger.setLevel(logging.INFO)
-    try:
-        anyio.run(_serve_until_signalled, proxy)
-    except OSError as exc:
-        sys.stderr.write(f"rawloop record: error: cannot listen on {host}:{port}: {exc}\n")
-        return 2
-    except KeyboardInterrupt:  # where signal receivers are not supported
-        sys.stderr.write("rawloop record: interrupted\n")
-    finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
+    status = run_foreground(
+        proxy,
+        label="rawloop record",
+        host=host,
+        port=port,
+        logger=logger,
+        listening=lambda _: f"proxying {proxy.url} -> {proxy.upstream}, traces in {proxy.out}",
+        stopping=lambda: f"{proxy.requests} requests forwarded",
+    )
+    if status:
+        return status
     sys.stderr.write(f"rawloop record: {len(proxy.paths)} run(s) recorded in {proxy.out}\n")
     return 0
-
-
-async def _serve_until_signalled(proxy: RecordingProxy) -> None:
-    await proxy.bind()
-    async with anyio.create_task_group() as group:
-        await group.start(proxy.serve)
-        sys.stderr.write(
-            f"rawloop record: proxying {proxy.url} -> {proxy.upstream}, traces in {proxy.out}\n"
-        )
-        sys.stderr.flush()
-        if sys.platform == "win32":  # no signal receivers there: Ctrl+C raises KeyboardInterrupt
-            await anyio.sleep(math.inf)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                sys.stderr.write(
-                    f"rawloop record: {signal.Signals(signum).name}: shutting down "
-                    f"({proxy.requests} requests forwarded)\n"
-                )
-                group.cancel_scope.cancel()
-                break
 
 
 def _cmd_record(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ to go):
    messages): they become the ``result`` records of the previous iteration.
 3. Anything else starts a new run: a new trace file.
 
-Items are compared by their ``rawloop.proxy_items.item_key``, so that a
+Items are compared by their ``rawloop.conversation.item_key``, so that a
 client which renders the same item differently (an SDK that drops null
 fields, or sends ``"type": "message"``) still continues its run. A run's
 conversation is kept as a chain of digests, one per prefix, and the table
@@ -51,6 +51,7 @@ from typing import Any
 
 import orjson
 
+from .conversation import body_key, chain, conversation, item_key, tool_outputs, turn_from_json
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -69,12 +70,13 @@ from .hooks import (
     ResultInfo,
 )
 from .parse import StreamParser
-from .proxy_items import body_key, chain, conversation, item_key, tool_outputs, turn_from_json
 from .redact import redact_headers, redact_text
 from .retry import RetryPolicy
+from .state import add_usage
 from .tools import ToolResult
 from .trace import Redactor, TraceRecorder
 from .turn import Turn
+from .wire import api_status_error
 
 __all__ = ["DEFAULT_MAX_RUNS", "STOPPED", "Attempt", "Run", "RunTable"]
 
@@ -247,7 +249,8 @@ class Attempt:
         self.finished = True
         try:
             if self._mode == "error":
-                self._fail(self._status_error(), now)
+                body = b"".join(self._kept)
+                self._fail(api_status_error(self.status, body, self.request_id, self.headers), now)
                 return
             try:
                 turn = self._turn()
@@ -294,25 +297,6 @@ class Attempt:
         content_type = self.headers.get("content-type") or "no content type"
         raise StreamError(f"expected a text/event-stream or JSON answer, got {content_type}")
 
-    def _status_error(self) -> APIStatusError:
-        body = b"".join(self._kept)
-        detail = ""
-        try:
-            parsed = orjson.loads(body)
-            error = parsed.get("error") if isinstance(parsed, dict) else None
-            if isinstance(error, dict) and error.get("message"):
-                detail = f": {error['message']}"
-        except orjson.JSONDecodeError:
-            detail = f": {body[:200].decode(errors='replace')}" if body else ""
-        rid = f" (request id {self.request_id})" if self.request_id else ""
-        return APIStatusError(
-            redact_text(f"HTTP {self.status}{rid}{detail}"),
-            status=self.status,
-            body=body,
-            request_id=self.request_id,
-            headers=self.headers,
-        )
-
     def _fail(self, error: BaseException, now: float, will_retry: bool | None = None) -> None:
         if will_retry is None:
             if isinstance(error, APIStatusError):
@@ -331,7 +315,7 @@ class Attempt:
         run.error = None
         self._write("on_decision", DecisionInfo(self.iteration, turn))
         run.turns += 1
-        _add_usage(run.usage, turn.usage)
+        add_usage(run.usage, turn.usage)
         if not turn.calls:
             stop = "incomplete" if turn.status == "incomplete" else "completed"
             self.table.end(run, stop, now)
@@ -342,20 +326,6 @@ class Attempt:
 
     def _write(self, point: str, info: Any) -> None:
         self.run.write(point, info, self.iteration, self.attempt)
-
-
-def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
-    # The totals a loop writes in its end record.
-    total["requests"] = total.get("requests", 0) + 1
-    if not usage:
-        return
-    tokens_in = usage.get("input_tokens", usage.get("prompt_tokens", 0)) or 0
-    tokens_out = usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
-    total["input_tokens"] = total.get("input_tokens", 0) + tokens_in
-    total["output_tokens"] = total.get("output_tokens", 0) + tokens_out
-    total["total_tokens"] = total.get("total_tokens", 0) + (
-        usage.get("total_tokens") or tokens_in + tokens_out
-    )
 
 
 # -- the table --------------------------------------------------------------------------------

@@ -44,8 +44,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
-import signal
 import sys
 import warnings
 from collections import OrderedDict
@@ -64,11 +62,13 @@ from .errors import ConfigurationError, RawloopError, ReplayDivergence, StreamEr
 from .faults import Fault, parse_fault
 from .http11 import (
     Connection,
+    Server,
     TooLarge,
     clean_headers,
     error_body,
     json_headers,
     request_path,
+    run_foreground,
     serve_connection,
     serve_listener,
 )
@@ -188,7 +188,7 @@ class _Refusal:
 # -- the server ----------------------------------------------------------------------------
 
 
-class ReplayServer:
+class ReplayServer(Server):
     """Serves recorded traces (and scripts) over HTTP/1.1.
 
     Args:
@@ -279,21 +279,11 @@ class ReplayServer:
 
     # -- serving ------------------------------------------------------------------------
 
-    async def bind(self) -> int:
-        """Open the listening socket (``serve`` does it if needed); returns the port."""
-        if self._listener is None:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-            self._listener = listener
-            self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        return self.port
-
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled. ``task_status.started(port)`` once listening."""
-        await self.bind()
-        listener, self._listener = self._listener, None
-        assert listener is not None
+        listener = await self._take_listener()
         logger.debug("listening on %s:%d (%d traces)", self.host, self.port, len(self.loaded))
         await serve_listener(
             listener, self._connection, self.max_connections, task_status=task_status
@@ -766,44 +756,15 @@ def run_server(
     except (RawloopError, ValueError, OSError) as exc:
         sys.stderr.write(f"rawloop serve: error: {exc}\n")
         return 2
-    handler: logging.Handler | None = None
-    level = logger.level
-    if not logging.getLogger().handlers:  # nobody configured logging: show the access log
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("rawloop serve: %(message)s"))
-        logger.addHandler(handler)
-        if level == logging.NOTSET:
-            logger.setLevel(logging.INFO)
-    try:
-        anyio.run(_serve_until_signalled, server)
-    except OSError as exc:
-        sys.stderr.write(f"rawloop serve: error: cannot listen on {host}:{port}: {exc}\n")
-        return 2
-    except KeyboardInterrupt:  # where signal receivers are not supported
-        sys.stderr.write("rawloop serve: interrupted\n")
-    finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-    return 0
-
-
-async def _serve_until_signalled(server: ReplayServer) -> None:
-    port = await server.bind()
     shown = f"[{server.host}]" if ":" in server.host else server.host
-    async with anyio.create_task_group() as group:
-        await group.start(server.serve)
-        sys.stderr.write(
-            f"rawloop serve: listening on http://{shown}:{port}/v1 ({len(server.loaded)} traces)\n"
-        )
-        sys.stderr.flush()
-        if sys.platform == "win32":  # no signal receivers there: Ctrl+C raises KeyboardInterrupt
-            await anyio.sleep(math.inf)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                sys.stderr.write(
-                    f"rawloop serve: {signal.Signals(signum).name}: shutting down "
-                    f"({server.served} requests served)\n"
-                )
-                group.cancel_scope.cancel()
-                break
+    return run_foreground(
+        server,
+        label="rawloop serve",
+        host=host,
+        port=port,
+        logger=logger,
+        listening=lambda bound: (
+            f"listening on http://{shown}:{bound}/v1 ({len(server.loaded)} traces)"
+        ),
+        stopping=lambda: f"{server.served} requests served",
+    )

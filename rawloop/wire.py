@@ -21,7 +21,7 @@ from .parse import StreamParser
 from .redact import redact_headers, redact_text
 from .turn import Turn
 
-__all__ = ["stream_turn"]
+__all__ = ["api_status_error", "stream_turn"]
 
 # How much of an error body to keep: enough for any API error object.
 _MAX_ERROR_BODY = 64 * 1024
@@ -160,6 +160,17 @@ async def _status_error(
                 break
     except httpx.HTTPError:
         pass  # the status says enough
+    return api_status_error(response.status_code, body, request_id, headers)
+
+
+def api_status_error(
+    status: int, body: bytes, request_id: str | None, headers: dict[str, str]
+) -> APIStatusError:
+    """The error for a non-success answer: ``HTTP <status> (request id <id>): <detail>``.
+
+    The detail is the body's ``error.message``, or the start of a body that is
+    not JSON; the message is redacted. ``headers`` should already be redacted.
+    """
     detail = ""
     try:
         parsed = orjson.loads(body)
@@ -170,8 +181,8 @@ async def _status_error(
         detail = f": {body[:200].decode(errors='replace')}" if body else ""
     rid = f" (request id {request_id})" if request_id else ""
     return APIStatusError(
-        redact_text(f"HTTP {response.status_code}{rid}{detail}"),
-        status=response.status_code,
+        redact_text(f"HTTP {status}{rid}{detail}"),
+        status=status,
         body=body,
         request_id=request_id,
         headers=headers,

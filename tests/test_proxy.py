@@ -27,9 +27,9 @@ import orjson
 import pytest
 
 from rawloop import Trace
+from rawloop.conversation import item_key, tool_outputs, turn_from_json
 from rawloop.parse import parse_stream
 from rawloop.proxy import RecordingProxy, add_record_command, run_proxy
-from rawloop.proxy_items import item_key, tool_outputs, turn_from_json
 from rawloop.proxy_runs import RunTable
 from rawloop.replay import replay
 from rawloop.server import ReplayServer

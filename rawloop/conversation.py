@@ -1,6 +1,7 @@
-"""What a proxied request's conversation holds, compared across renderings; and JSON answers.
+"""What a request's conversation holds, compared across renderings; and JSON answers.
 
-Pure functions for the recording proxy (``rawloop.proxy``, ``rawloop.proxy_runs``):
+Pure functions for the recording proxy (``rawloop.proxy``, ``rawloop.proxy_runs``)
+and the HAR importer (``rawloop.importers``):
 
 * ``item_key`` gives each input item or message a key that different
   renderings of the same item share (an SDK that drops null fields, sends
@@ -8,7 +9,8 @@ Pure functions for the recording proxy (``rawloop.proxy``, ``rawloop.proxy_runs`
   model made is named by its ``call_id`` or ``id``, a message by its role,
   text and tool-call ids. ``chain`` turns keys into one digest per prefix,
   so "does this request start with that conversation" is one comparison.
-* ``tool_outputs`` reads the tool results a request carries back.
+* ``conversation`` reads a request's items; ``tool_outputs`` reads the tool
+  results they carry back, by call id.
 * ``turn_from_json`` parses a non-streamed answer (a ``response`` or a
   ``chat.completion`` object) into the ``Turn`` its stream would have given,
   through the dialect's own accumulator.
