@@ -152,6 +152,28 @@ async def test_the_openai_sdk_streams_through_the_proxy(tmp_path: Path) -> None:
     assert_no_secret(tmp_path)
 
 
+async def test_an_sdk_conversation_recorded_through_the_proxy_replays_identically(
+    tmp_path: Path,
+) -> None:
+    # The official SDK drives both turns of the recorded tool loop; the proxy writes
+    # one trace, with the tool result inferred from the second request.
+    first, second = first_body(ROUNDTRIP, 0), first_body(ROUNDTRIP, 1)
+    async with (
+        recording(tmp_path, ROUNDTRIP) as proxy,
+        openai.AsyncOpenAI(base_url=proxy.url, api_key=SECRET, max_retries=0) as sdk,
+    ):
+        for body in (first, second):
+            params = {k: v for k, v in body.items() if k != "stream"}
+            stream = await sdk.responses.create(**params, stream=True)
+            assert [e async for e in stream][-1].type == "response.completed"
+    recorded = only_trace(tmp_path)
+    assert [(e.iteration, e.attempt) for e in recorded.exchanges()] == [(0, 0), (1, 0)]
+    assert recorded.results()["call_sVidsfFJ6zlzRpelrPkTPlpd"]["output"] == "2869461"
+    report = await replay(recorded)
+    assert report.identical, str(report)
+    assert_no_secret(tmp_path)
+
+
 async def test_a_loop_records_one_trace_that_replays_identically(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
