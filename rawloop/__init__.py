@@ -4,6 +4,8 @@ The core (``sse``, ``responses``, ``chat``) is sans-IO: it turns bytes into
 events, deltas and Turns without awaiting or touching a socket.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .errors import (
     APIConnectionError,
@@ -49,6 +51,34 @@ from .tools import StopLoop, Tool, ToolArgumentsError, ToolResult, UnknownToolEr
 from .trace import Redactor, Trace, TraceRecorder
 from .turn import Delta, FunctionCall, Turn
 
+if TYPE_CHECKING:
+    from .otel import OTelHook
+    from .proxy import RecordingProxy
+    from .remote import RemoteTool, RemoteToolError, remote_session
+    from .server import ReplayServer, replay_over_http
+
+# Servers, the HTTP front end and integrations load on first use: importing
+# rawloop (as the pytest plugin does in every test session) stays cheap.
+_LAZY = {
+    "OTelHook": ".otel",
+    "RecordingProxy": ".proxy",
+    "RemoteTool": ".remote",
+    "RemoteToolError": ".remote",
+    "remote_session": ".remote",
+    "ReplayServer": ".server",
+    "replay_over_http": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rawloop' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
+
+
 __all__ = [
     "HOOK_POINTS",
     "APIConnectionError",
@@ -74,11 +104,16 @@ __all__ = [
     "Loop",
     "LoopRun",
     "LoopState",
+    "OTelHook",
     "RawloopError",
+    "RecordingProxy",
     "Redactor",
+    "RemoteTool",
+    "RemoteToolError",
     "ReplayDivergence",
     "ReplayError",
     "ReplayReport",
+    "ReplayServer",
     "ReplayTransport",
     "RequestInfo",
     "ResponseInfo",
@@ -106,6 +141,8 @@ __all__ = [
     "__version__",
     "loop_from_trace",
     "parse_stream",
+    "remote_session",
     "replay",
+    "replay_over_http",
     "tool",
 ]
