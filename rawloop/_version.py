@@ -1,1 +1,3 @@
+"""The version of rawloop (one place; pyproject reads it from here)."""
+
 __version__ = "0.1.0"
