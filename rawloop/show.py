@@ -340,6 +340,10 @@ def _render_header(out: _Out, header: dict[str, Any]) -> None:
 def _render_iteration(out: _Out, iteration: _Iteration) -> None:
     out.add(0, "")
     out.add(0, f"iteration {iteration.number}", "bold")
+    # A handoff happens before the breakpoint: say so before its edits.
+    for record in iteration.notes:
+        if record.kind == "handoff":
+            _render_note(out, 1, record)
     if iteration.edits:
         out.add(1, f"breakpoint edits ({len(iteration.edits)}):", "magenta")
         for op in iteration.edits:
@@ -353,7 +357,8 @@ def _render_iteration(out: _Out, iteration: _Iteration) -> None:
     for result in iteration.results:
         _render_result(out, result)
     for record in iteration.notes:
-        _render_note(out, 1, record)
+        if record.kind != "handoff":
+            _render_note(out, 1, record)
 
 
 def _describe_op(op: dict[str, Any]) -> str:
@@ -535,6 +540,10 @@ def _render_result(out: _Out, result: dict[str, Any]) -> None:
 def _render_note(out: _Out, depth: int, record: Record) -> None:
     if record.kind == "error":
         out.add(depth, _describe_error(record.data), "red")
+    elif record.kind == "handoff":
+        data = record.data
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        out.add(depth, f"handoff: {data.get('from_model')} -> {data.get('to_model')}{reason}")
     else:
         fields = {k: v for k, v in record.data.items() if k != "kind"}
         out.add(depth, f"[{record.kind} record, line {record.line}] {_json(fields, 300)}", "dim")

@@ -79,6 +79,12 @@ async def test_a_handoff_switches_model_instructions_tools_and_keeps_the_transcr
     report = await replay(path)
     assert report.identical, str(report)
 
+    from rawloop.show import render
+
+    shown = render(trace)
+    assert "handoff: front-model -> math-model: numbers" in shown
+    assert shown.index("handoff:") < shown.index("breakpoint edits")
+
 
 async def test_a_handoff_to_another_dialect_is_refused() -> None:
     chat_loop = Loop("m", dialect="chat", base_url="http://127.0.0.1:1/v1")
