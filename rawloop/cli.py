@@ -390,6 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # `rawloop show x | head`: the reader left; that is not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (RawloopError, OSError) as exc:
         sys.stderr.write(f"rawloop: error: {exc}\n")
         return 2
