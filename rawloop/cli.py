@@ -389,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return status
     except BrokenPipeError:
         # `rawloop show x | head`: the reader left; that is not an error of ours.
         # Point stdout at devnull so the interpreter's final flush stays quiet.
