@@ -13,6 +13,18 @@ ROOT = Path(__file__).parents[1]
 ROUNDTRIP = str(ROOT / "traces" / "tool-roundtrip.jsonl")
 
 
+def test_the_readme_main_job_replays_over_the_built_in_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = "pip install -e . && rawloop replay traces/tool-roundtrip.jsonl --server"
+    assert command in readme
+    assert main(["replay", ROUNDTRIP, "--server"]) == 0
+    out = capsys.readouterr().out
+    assert "POST http://127.0.0.1:" in out  # it went over a real loopback socket
+    assert out.rstrip().endswith("every request matched the recording")
+
+
 def test_replaying_a_bundled_trace_prints_the_timeline_and_exits_0(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
