@@ -262,6 +262,8 @@ class Trace:
                     f"{path}: a record must be an object with a 'kind'", line=number
                 )
             records.append(Record(data["kind"], number, data))
+        if not records and not load_warnings:
+            raise TraceFormatError(f"{path}: the file is empty (a trace starts with a header line)")
         if not records or records[0].kind != "header":
             raise TraceFormatError(f"{path}: the first record must be the header", line=1)
         header = records.pop(0).data

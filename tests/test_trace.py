@@ -280,3 +280,8 @@ def test_a_killed_recorder_leaves_a_readable_prefix(tmp_path: Path) -> None:
     assert len(exchange.chunks) == 6
     assert exchange.body == stream.read_bytes()[:1200]
     assert trace.end() is None
+
+
+def test_an_empty_file_says_so() -> None:
+    with pytest.raises(TraceFormatError, match="the file is empty"):
+        Trace.parse(b"")
