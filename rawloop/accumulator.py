@@ -13,10 +13,20 @@ from typing import Any
 import orjson
 
 from .errors import IncompleteStream, InvalidEventData
-from .sse import ServerSentEvent
+from .sse import ServerSentEvent, utf8_error
 from .turn import Delta, Turn
 
-__all__ = ["Accumulator"]
+__all__ = ["Accumulator", "event_of"]
+
+
+def event_of(name: str, data: bytes, offset: int, last_id: str | None) -> ServerSentEvent:
+    """The ``ServerSentEvent`` of a raw event: the data decoded as the decoder would."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise utf8_error(exc, offset) from None
+    return ServerSentEvent(name, text, last_id, None, offset)
+
 
 DONE_SENTINEL = "[DONE]"
 
@@ -65,6 +75,13 @@ class Accumulator:
     def feed(self, event: ServerSentEvent) -> list[Delta]:
         """``parse`` then ``apply``."""
         return self.apply(self.parse(event), event)
+
+    #: Event types this accumulator can take undecoded through ``feed_raw``.
+    raw_names: frozenset[str] = frozenset()
+
+    def feed_raw(self, name: str, data: bytes, offset: int, last_id: str | None) -> list[Delta]:
+        """``feed`` for an event handed over undecoded (see ``SSEDecoder.raw_names``)."""
+        return self.feed(event_of(name, data, offset, last_id))
 
     def finish(self) -> Turn:
         """The finished turn.

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .accumulator import event_of
 from .dialect import DIALECTS, get_dialect
 from .errors import IncompleteStream, InvalidEventData, StreamError
-from .sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
+from .sse import DEFAULT_MAX_EVENT_SIZE, RawEvent, ServerSentEvent, SSEDecoder
 from .turn import Delta, Turn
 
 __all__ = ["DIALECTS", "StreamParser", "parse_stream"]
@@ -34,21 +35,25 @@ class StreamParser:
         # deltas=False: text and argument fragments still build the Turn, but
         # no Delta objects are made for them (feed() may return fewer deltas).
         self.accumulator.want_deltas = deltas
+        # The frequent events skip the decode and the event object (see feed_raw).
+        self.decoder.raw_names = self.accumulator.raw_names
 
     def feed(self, chunk: bytes) -> list[Delta]:
-        events = self._decode(chunk)
-        feed = self.accumulator.feed
-        if len(events) == 1:
-            return feed(events[0])
+        accumulator = self.accumulator
         deltas: list[Delta] = []
-        for event in events:
-            deltas += feed(event)
+        for event in self._decode(chunk):
+            if isinstance(event, tuple):
+                deltas += accumulator.feed_raw(*event)
+            else:
+                deltas += accumulator.feed(event)
         return deltas
 
     def feed_events(self, chunk: bytes) -> list[tuple[ServerSentEvent, Any, list[Delta]]]:
+        """Each completed event, as hooks see it: the event, its JSON, its deltas."""
         accumulator = self.accumulator
         out = []
-        for event in self._decode(chunk):
+        for item in self._decode(chunk):
+            event = event_of(*item) if isinstance(item, tuple) else item
             # feed() takes the dialect's fast path; it leaves the JSON it parsed behind.
             deltas = accumulator.feed(event)
             out.append((event, accumulator.last_payload, deltas))
@@ -59,7 +64,10 @@ class StreamParser:
         events = self._decode(None)
         try:
             for event in events:
-                self.accumulator.feed(event)
+                if isinstance(event, tuple):  # never, in fact: close() goes line by line
+                    self.accumulator.feed_raw(*event)
+                else:
+                    self.accumulator.feed(event)
         except InvalidEventData as exc:
             if (
                 self.decoder.ended_without_blank_line
@@ -83,14 +91,19 @@ class StreamParser:
         """The turn as far as the stream got."""
         return self.accumulator.partial_turn()
 
-    def _decode(self, chunk: bytes | None) -> list[ServerSentEvent]:
+    def _decode(self, chunk: bytes | None) -> list[ServerSentEvent | RawEvent]:
         try:
-            return self.decoder.feed(chunk) if chunk is not None else self.decoder.close()
+            if chunk is None:
+                return list(self.decoder.close())
+            return self.decoder.feed_mixed(chunk)
         except StreamError as exc:
             # Fold in the events decoded before the problem, then attach the partial turn.
             try:
                 for event in exc.events:
-                    self.accumulator.feed(event)
+                    if isinstance(event, tuple):
+                        self.accumulator.feed_raw(*event)
+                    else:
+                        self.accumulator.feed(event)
             except StreamError:
                 pass  # the first problem is the one to report
             exc.partial = self.partial_turn()

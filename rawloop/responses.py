@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from .accumulator import Accumulator
+from .accumulator import Accumulator, event_of
 from .errors import ConfigurationError
 from .sse import ServerSentEvent
 from .turn import Delta, FunctionCall
@@ -124,6 +124,17 @@ class ResponsesAccumulator(Accumulator):
         self._last_part_key: tuple[str | None, int] = (None, -1)
         self._last_part: list[str] = []
 
+    #: The frequent fragment events: StreamParser hands these over undecoded
+    #: (orjson reads the bytes), sparing a decode and an event object each.
+    raw_names = frozenset(
+        {
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_text.delta",
+        }
+    )
+
     def feed(self, event: ServerSentEvent) -> list[Delta]:
         # parse() and apply() in one call, with the commonest event (a text
         # delta) handled inline: this runs once per event, thousands of times
@@ -135,6 +146,26 @@ class ResponsesAccumulator(Accumulator):
             p = self.last_payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             return self.apply(self.parse(event), event)  # parse() explains the problem
+        if p.get("type") != _TEXT_DELTA:  # a longer type with the same prefix
+            self.event_index += 1
+            return self.apply(p, event)
+        return self._text_delta(p, event.event, event.offset)
+
+    def feed_raw(self, name: str, data: bytes, offset: int, last_id: str | None) -> list[Delta]:
+        try:
+            p = self.last_payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # Not JSON, or not UTF-8: the ordinary path says which, and where.
+            return self.feed(event_of(name, data, offset, last_id))
+        if type(p) is not dict:
+            return self.feed(event_of(name, data, offset, last_id))
+        if p.get("type") != _TEXT_DELTA:
+            self.event_index += 1
+            # Handlers read only the event's type and offset: no need to decode the data.
+            return self.apply(p, ServerSentEvent(name, "", last_id, None, offset))
+        return self._text_delta(p, name, offset)
+
+    def _text_delta(self, p: dict[str, Any], name: str, offset: int) -> list[Delta]:
         self.event_index += 1
         seq = p.get("sequence_number")
         if seq is not None:
@@ -142,8 +173,6 @@ class ResponsesAccumulator(Accumulator):
             if last is not None and seq != last + 1:
                 self._sequence_gap(last, seq)
             self._last_seq = seq
-        if p.get("type") != _TEXT_DELTA:  # a longer type with the same prefix
-            return self._dispatch(p, p.get("type"), event)
         item_id = p.get("item_id") or ""
         content_index = p.get("content_index") or 0
         key = self._last_part_key
@@ -153,7 +182,10 @@ class ResponsesAccumulator(Accumulator):
             parts = self._part(item_id, content_index)
         delta = p.get("delta")
         if type(delta) is not str:
-            raise self._bad(event, f"unexpected shape for {_TEXT_DELTA}: no string 'delta'")
+            raise self._bad(
+                ServerSentEvent(name, "", None, None, offset),
+                f"unexpected shape for {_TEXT_DELTA}: no string 'delta'",
+            )
         parts.append(delta)
         if not self.want_deltas:
             return _NO_DELTAS

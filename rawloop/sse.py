@@ -27,13 +27,13 @@ dispatches such an event and sets ``ended_without_blank_line``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from .errors import EventTooLarge, InvalidEncoding, StreamError
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "RawEvent", "SSEDecoder", "ServerSentEvent", "utf8_error"]
 
 #: The default bound on one event's size. The corpus holds a 137 KB data line;
 #: 16 MiB leaves a wide margin while still stopping a runaway stream.
@@ -42,6 +42,10 @@ DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 
+
+#: An event handed over undecoded, for a consumer that parses the bytes itself:
+#: (event type, data bytes, byte offset, last event ID). See ``SSEDecoder.raw_names``.
+RawEvent = tuple[str, bytes, int, "str | None"]
 
 _EVENT_NAMES: dict[bytes, str] = {}
 
@@ -56,7 +60,8 @@ def _event_name(raw: bytes) -> str:
     return name
 
 
-def _not_utf8(exc: UnicodeDecodeError, start: int) -> InvalidEncoding:
+def utf8_error(exc: UnicodeDecodeError, start: int) -> InvalidEncoding:
+    """The typed error for an event whose bytes are not UTF-8."""
     return InvalidEncoding(
         f"event starting at byte {start} is not valid UTF-8: {exc.reason}", offset=start
     )
@@ -130,6 +135,10 @@ class SSEDecoder:
         self.ended_without_blank_line = False
         #: Total bytes fed so far.
         self.bytes_fed = 0
+        #: Event types ``feed_mixed`` hands over as ``RawEvent`` tuples, data not
+        #: decoded (orjson validates UTF-8 itself): the hot path of a parser that
+        #: needs no ``ServerSentEvent`` objects. Empty: ``feed`` never does it.
+        self.raw_names: frozenset[str] = frozenset()
 
         self._head: bytes | None = b""  # bytes held back while a BOM may be arriving
         self._pending: list[bytes] = []  # pieces of the line not yet ended
@@ -147,6 +156,12 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Feed the next chunk; return the events it completed."""
+        if self.raw_names:
+            raise RuntimeError("this decoder hands over raw events: call feed_mixed()")
+        return self.feed_mixed(data)  # type: ignore[return-value]  # no raw names: events only
+
+    def feed_mixed(self, data: bytes) -> list[ServerSentEvent | RawEvent]:
+        """``feed``, except that events of a type in ``raw_names`` come as ``RawEvent``."""
         if not data:
             return []
         self.bytes_fed += len(data)
@@ -163,8 +178,11 @@ class SSEDecoder:
         return self._feed_body(data)
 
     def close(self) -> list[ServerSentEvent]:
-        """End the stream: flush a last line and event that lack a terminator."""
-        events: list[ServerSentEvent] = []
+        """End the stream: flush a last line and event that lack a terminator.
+
+        What ``close`` completes never comes raw: the last event takes the slow path.
+        """
+        events: list[ServerSentEvent | RawEvent] = []
         if self._head:
             # The stream was shorter than a BOM: those bytes are ordinary data.
             events.extend(self._feed_body(self._head))
@@ -184,11 +202,11 @@ class SSEDecoder:
         if self._data:
             self.ended_without_blank_line = True
             self._run_lines([b""], self._offset, events)
-        return events
+        return cast(list[ServerSentEvent], events)  # line by line: never raw
 
     # -- internals --------------------------------------------------------
 
-    def _feed_body(self, data: bytes) -> list[ServerSentEvent]:
+    def _feed_body(self, data: bytes) -> list[ServerSentEvent | RawEvent]:
         if not data:
             return []
         if self._cr_pending:
@@ -216,7 +234,7 @@ class SSEDecoder:
             self._pending_len = 0
         blocks = data.split(b"\n\n")
         tail = blocks.pop()
-        events: list[ServerSentEvent] = []
+        events: list[ServerSentEvent | RawEvent] = []
         try:
             self._offset = self._run_blocks(blocks, self._offset, events)
         except StreamError as exc:
@@ -226,7 +244,9 @@ class SSEDecoder:
             self._hold(tail)
         return events
 
-    def _run_blocks(self, blocks: list[bytes], pos: int, events: list[ServerSentEvent]) -> int:
+    def _run_blocks(
+        self, blocks: list[bytes], pos: int, events: list[ServerSentEvent | RawEvent]
+    ) -> int:
         """Process blocks that each ended with a blank line; return the offset after them.
 
         The shapes real servers send, ``event: T\\ndata: D`` and ``data: D``,
@@ -234,6 +254,7 @@ class SSEDecoder:
         """
         limit = self.max_event_size
         names = _EVENT_NAMES
+        raw_names = self.raw_names
         # Only a block that starts a new event may take the shortcut.
         clean = not self._data and self._event_type is None and self._block_start < 0
         for block in blocks:
@@ -252,10 +273,14 @@ class SSEDecoder:
                 elif block[:6] == b"data: " and block.find(b"\n") < 0:
                     name, raw = "message", block[6:]
                 if name is not None:
+                    if name in raw_names:
+                        events.append((name, raw, pos, self.last_event_id))
+                        pos += len(block) + 2
+                        continue
                     try:
                         text = raw.decode()
                     except UnicodeDecodeError as exc:
-                        raise _not_utf8(exc, pos) from None
+                        raise utf8_error(exc, pos) from None
                     events.append(ServerSentEvent(name, text, self.last_event_id, None, pos))
                     pos += len(block) + 2
                     continue
@@ -269,7 +294,7 @@ class SSEDecoder:
         try:
             return _event_name(raw)
         except UnicodeDecodeError as exc:
-            raise _not_utf8(exc, pos) from None
+            raise utf8_error(exc, pos) from None
 
     def _hold(self, piece: bytes) -> None:
         self._pending.append(piece)
@@ -281,7 +306,7 @@ class SSEDecoder:
                 offset=start,
             )
 
-    def _feed_with_cr(self, data: bytes) -> list[ServerSentEvent]:
+    def _feed_with_cr(self, data: bytes) -> list[ServerSentEvent | RawEvent]:
         if self._pending:
             self._pending.append(data)
             data = b"".join(self._pending)
@@ -289,7 +314,7 @@ class SSEDecoder:
             self._pending_len = 0
         parts = _LINE_ENDS.split(data)
         tail = parts.pop()
-        events: list[ServerSentEvent] = []
+        events: list[ServerSentEvent | RawEvent] = []
         pos = self._offset
         try:
             for i in range(0, len(parts), 2):
@@ -306,7 +331,9 @@ class SSEDecoder:
             self._hold(tail)
         return events
 
-    def _run_lines(self, lines: list[bytes], pos: int, events: list[ServerSentEvent]) -> int:
+    def _run_lines(
+        self, lines: list[bytes], pos: int, events: list[ServerSentEvent | RawEvent]
+    ) -> int:
         """Process complete lines (each ended by one byte); return the offset after them.
 
         The hot path: ``data: `` and ``event: `` lines and blank lines are
@@ -348,7 +375,7 @@ class SSEDecoder:
                         )
                         text = raw.decode()
                     except UnicodeDecodeError as exc:
-                        raise _not_utf8(exc, start) from None
+                        raise utf8_error(exc, start) from None
                     events.append(
                         ServerSentEvent(name, text, self.last_event_id, self._block_retry, start)
                     )
@@ -387,4 +414,4 @@ class SSEDecoder:
             return raw.decode()
         except UnicodeDecodeError as exc:
             start = self._block_start if self._block_start >= 0 else self._offset
-            raise _not_utf8(exc, start) from None
+            raise utf8_error(exc, start) from None
