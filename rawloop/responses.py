@@ -123,6 +123,7 @@ class ResponsesAccumulator(Accumulator):
         self._last_seq: int | None = None
         self._last_part_key: tuple[str | None, int] = (None, -1)
         self._last_part: list[str] = []
+        self._stand_in = ServerSentEvent()
 
     #: The frequent fragment events: StreamParser hands these over undecoded
     #: (orjson reads the bytes), sparing a decode and an event object each.
@@ -161,8 +162,11 @@ class ResponsesAccumulator(Accumulator):
             return self.feed(event_of(name, data, offset, last_id))
         if p.get("type") != _TEXT_DELTA:
             self.event_index += 1
-            # Handlers read only the event's type and offset: no need to decode the data.
-            return self.apply(p, ServerSentEvent(name, "", last_id, None, offset))
+            # Handlers read only the event's type and offset (for error messages),
+            # so one stand-in event is reused rather than one made per event.
+            stand_in = self._stand_in
+            stand_in.event, stand_in.offset, stand_in.id = name, offset, last_id
+            return self.apply(p, stand_in)
         return self._text_delta(p, name, offset)
 
     def _text_delta(self, p: dict[str, Any], name: str, offset: int) -> list[Delta]:
