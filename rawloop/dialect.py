@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from . import chat, responses
 from .accumulator import Accumulator
 from .errors import ConfigurationError
 
-__all__ = ["DIALECTS", "Dialect", "get_dialect"]
+__all__ = ["DIALECTS", "Dialect", "api_root", "dialect_of_path", "get_dialect"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,24 @@ def get_dialect(name: str) -> Dialect:
         raise ConfigurationError(
             f"unknown dialect {name!r}; expected one of {', '.join(DIALECTS)}"
         ) from None
+
+
+def dialect_of_path(path: str) -> str | None:
+    """The dialect whose endpoint ``path`` (or a full URL) ends with, or None."""
+    path = urlsplit(path).path.rstrip("/")
+    # /chat/completions first: it does not end with /responses, but keep the order explicit.
+    for dialect in (_DIALECTS["chat"], _DIALECTS["responses"]):
+        if path.endswith(dialect.path):
+            return dialect.name
+    return None
+
+
+def api_root(url: str) -> str:
+    """``url`` without its endpoint path and query: the base URL a trace header names."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    for dialect in _DIALECTS.values():
+        if path.endswith(dialect.path):
+            path = path[: -len(dialect.path)]
+            break
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))

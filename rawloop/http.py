@@ -94,6 +94,7 @@ from .loop import Loop
 from .redact import redact_headers
 from .sessions import SessionStore, check_name
 from .state import RunResult
+from .validate import json_type
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -563,20 +564,21 @@ def _proxy_url(body: dict[str, Any], context: RequestContext) -> str | None:
     return value
 
 
+# How error messages name a JSON value's type ("must be a string, not a number").
+_SPOKEN_TYPES = {
+    "null": "null",
+    "boolean": "a boolean",
+    "integer": "a number",
+    "number": "a number",
+    "string": "a string",
+    "array": "an array",
+    "object": "an object",
+}
+
+
 def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    name = json_type(value)
+    return _SPOKEN_TYPES.get(name, name)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

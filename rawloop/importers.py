@@ -54,6 +54,7 @@ import orjson
 
 from ._version import __version__
 from .conversation import conversation, tool_outputs
+from .dialect import api_root, dialect_of_path
 from .errors import SecretInTraceError, StreamError, TraceError
 from .jsondiff import first_difference
 from .parse import StreamParser
@@ -73,8 +74,6 @@ __all__ = [
     "to_trace",
     "write",
 ]
-
-_PATHS = (("/chat/completions", "chat"), ("/responses", "responses"))
 
 
 class CassetteError(TraceError):
@@ -452,7 +451,7 @@ def to_trace(
             ".../chat/completions answered with text/event-stream)"
             + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
         )
-    dialect = _dialect(calls[0].interaction.url) or "responses"
+    dialect = dialect_of_path(calls[0].interaction.url) or "responses"
     _parse_turns(calls, dialect, notes)
     _infer_results(calls, dialect, notes)
     _check_chain(calls, dialect, notes)
@@ -463,7 +462,7 @@ def to_trace(
         "version": FORMAT_VERSION,
         "rawloop": __version__,
         "dialect": dialect,
-        "base_url": _base_url(first.interaction.url),
+        "base_url": api_root(first.interaction.url),
         "model": str(first.body.get("model", "")),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "metadata": {
@@ -485,24 +484,6 @@ def to_trace(
     )
 
 
-def _dialect(url: str) -> str | None:
-    path = urlsplit(url).path.rstrip("/")
-    for suffix, dialect in _PATHS:
-        if path.endswith(suffix):
-            return dialect
-    return None
-
-
-def _base_url(url: str) -> str:
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    for suffix, _ in _PATHS:
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-            break
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
 def _strip_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -514,7 +495,7 @@ def _select(interactions: list[Interaction]) -> tuple[list[_Call], list[str]]:
     dialect: str | None = None
     for item in interactions:
         reason, body = _why_not(item)
-        this = _dialect(item.url)
+        this = dialect_of_path(item.url)
         if reason is None and dialect is not None and this != dialect:
             reason = f"a {this} call in a {dialect} recording"
         if reason is not None:
@@ -529,7 +510,7 @@ def _select(interactions: list[Interaction]) -> tuple[list[_Call], list[str]]:
 def _why_not(item: Interaction) -> tuple[str | None, dict[str, Any] | None]:
     if item.method != "POST":
         return "not a POST", None
-    if _dialect(item.url) is None:
+    if dialect_of_path(item.url) is None:
         return "not /responses or /chat/completions", None
     body = item.request_body
     if isinstance(body, (bytes, str)):

@@ -51,6 +51,7 @@ import h11
 import httpx
 import orjson
 
+from .dialect import api_root, dialect_of_path
 from .errors import APIConnectionError, ConfigurationError, RawloopError
 from .http11 import Connection, Server, TooLarge, run_foreground, serve_connection, serve_listener
 from .proxy_runs import DEFAULT_MAX_RUNS, Attempt, RunTable
@@ -78,7 +79,6 @@ DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
 #: Upstream timeouts: model calls can think for minutes before the first byte.
 DEFAULT_UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
-_DIALECT_SUFFIXES = (("/chat/completions", "chat"), ("/responses", "responses"))
 # Not forwarded either way: they describe one connection, not the message.
 _HOP_BY_HOP = frozenset(
     {
@@ -254,7 +254,7 @@ class RecordingProxy(Server):
         attempt: Attempt | None = None
         if dialect is not None and body is not None:
             now = time.monotonic()
-            attempt = self.table.claim(dialect, body, base_url=_base_url(url), now=now, raw=raw)
+            attempt = self.table.claim(dialect, body, base_url=api_root(url), now=now, raw=raw)
         status = await self._forward(conn, client, upstream, attempt)
         where = attempt.where if attempt is not None else "not recorded"
         logger.info("%s %s -> %s (%s)", method, path, status or "broken", where)
@@ -383,19 +383,7 @@ def _target(request: h11.Request) -> str:
 def _dialect_of(method: str, path: str) -> str | None:
     if method != "POST":
         return None
-    path = path.rstrip("/")
-    return next((d for suffix, d in _DIALECT_SUFFIXES if path.endswith(suffix)), None)
-
-
-def _base_url(url: str) -> str:
-    """The API root a trace header names: the URL without its endpoint and query."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    for suffix, _ in _DIALECT_SUFFIXES:
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-            break
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return dialect_of_path(path)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -173,10 +173,7 @@ class ResponsesAccumulator(Accumulator):
         self.event_index += 1
         seq = p.get("sequence_number")
         if seq is not None:
-            last = self._last_seq
-            if last is not None and seq != last + 1:
-                self._sequence_gap(last, seq)
-            self._last_seq = seq
+            self._sequence(seq)
         item_id = p.get("item_id") or ""
         content_index = p.get("content_index") or 0
         key = self._last_part_key
@@ -207,10 +204,7 @@ class ResponsesAccumulator(Accumulator):
                 raise self._bad(event, "event has no 'type' in its data and no 'event:' line")
         seq = payload.get("sequence_number")
         if seq is not None:
-            last = self._last_seq
-            if last is not None and seq != last + 1:
-                self._sequence_gap(last, seq)
-            self._last_seq = seq
+            self._sequence(seq)
         return self._dispatch(payload, etype, event)
 
     def _dispatch(self, payload: dict[str, Any], etype: Any, event: ServerSentEvent) -> list[Delta]:
@@ -223,10 +217,14 @@ class ResponsesAccumulator(Accumulator):
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._bad(event, f"unexpected shape for {etype}: {exc!r}") from None
 
-    def _sequence_gap(self, last: Any, seq: Any) -> None:
-        self.turn.warnings.append(
-            f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
-        )
+    def _sequence(self, seq: Any) -> None:
+        """Note a gap in ``sequence_number`` (a lost or repeated event) as a warning."""
+        last = self._last_seq
+        if last is not None and seq != last + 1:
+            self.turn.warnings.append(
+                f"sequence_number jumps from {last} to {seq} at event {self.event_index}"
+            )
+        self._last_seq = seq
 
     def _part(self, item_id: str, content_index: int) -> list[str]:
         """The text fragments of one content part, remembered as the current part."""
