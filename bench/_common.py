@@ -51,7 +51,7 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     """``rawloop serve`` of ``TRACE`` on 127.0.0.1:``port``, its logging off."""
     code = (
         "import sys, logging; logging.disable(logging.CRITICAL)\n"
-        "from rawloop.server import run_server\n"
+        "from rawloop.replay.server import run_server\n"
         f"sys.exit(run_server([{str(TRACE)!r}], '127.0.0.1', {port}))\n"
     )
     return start(code, port)

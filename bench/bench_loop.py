@@ -59,9 +59,9 @@ import httpx
 from bench_parse import _WORDS, _message, _message_events, _response, _sse, chunked
 
 from rawloop import Loop
-from rawloop.hooks import ChunkInfo, EventInfo
-from rawloop.parse import StreamParser
-from rawloop.trace import Trace, chunk_bytes
+from rawloop.core.parse import StreamParser
+from rawloop.loop.hooks import ChunkInfo, EventInfo
+from rawloop.trace.format import Trace, chunk_bytes
 
 NETWORK_CHUNK = 4096
 TEXT_DELTAS = 5000

@@ -12,7 +12,7 @@ Compared, on every input:
 * ``httpx-sse+json``: an ``httpx.Response`` whose stream yields the chunks,
   read through ``httpx_sse.EventSource(response).iter_sse()``, and
   ``json.loads`` of each event's data.
-* ``rawloop decoder+orjson``: ``rawloop.sse.SSEDecoder.feed`` per chunk, ``close()``,
+* ``rawloop decoder+orjson``: ``rawloop.core.sse.SSEDecoder.feed`` per chunk, ``close()``,
   and ``orjson.loads`` of each event's data.
 * ``rawloop full``: ``StreamParser("responses")``: ``feed`` per chunk, then
   ``close()``, i.e. decoder + accumulator, producing deltas and a finished Turn.
@@ -49,8 +49,8 @@ import httpx_sse
 import orjson
 from openai._streaming import SSEDecoder as OpenAISSEDecoder
 
-from rawloop.parse import StreamParser
-from rawloop.sse import SSEDecoder
+from rawloop.core.parse import StreamParser
+from rawloop.core.sse import SSEDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
@@ -125,7 +125,7 @@ def httpx_sse_json(chunks: list[bytes]) -> int:
 
 
 def rawloop_decoder(chunks: list[bytes]) -> int:
-    """``rawloop.sse.SSEDecoder`` and ``orjson.loads`` of each event's data."""
+    """``rawloop.core.sse.SSEDecoder`` and ``orjson.loads`` of each event's data."""
     decoder = SSEDecoder()
     feed = decoder.feed
     loads = orjson.loads

@@ -49,7 +49,7 @@ KEY = (
 def start_proxy(port: int, upstream: int, out: str) -> subprocess.Popen[bytes]:
     code = (
         "import sys, logging; logging.disable(logging.CRITICAL)\n"
-        "from rawloop.proxy import run_proxy\n"
+        "from rawloop.capture.proxy import run_proxy\n"
         f"sys.exit(run_proxy('http://127.0.0.1:{upstream}', {out!r}, '127.0.0.1', {port}))\n"
     )
     return start(code, port)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-from rawloop.state import LoopState
+from rawloop.loop.state import LoopState
 
 DEFAULT_LIMIT = 4000
 

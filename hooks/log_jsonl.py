@@ -11,7 +11,7 @@ received, for example::
 
 Summaries hold sizes, names, ids and short previews, not whole bodies or
 chunks (a trace, ``rawloop.trace``, is the place for those). Previews and
-error messages go through ``rawloop.redact.redact_text``; headers are never
+error messages go through ``rawloop.core.redact.redact_text``; headers are never
 logged. The file is opened, appended to and closed for each line, so several
 runs (or processes) can share one log and a crash loses nothing written.
 
@@ -34,7 +34,8 @@ from typing import Any
 
 import orjson
 
-from rawloop.hooks import (
+from rawloop.core.redact import redact_text
+from rawloop.loop.hooks import (
     ChunkInfo,
     DecisionInfo,
     EditInfo,
@@ -46,8 +47,7 @@ from rawloop.hooks import (
     ResponseInfo,
     ResultInfo,
 )
-from rawloop.redact import redact_text
-from rawloop.state import LoopState
+from rawloop.loop.state import LoopState
 
 DEFAULT_PATH = "rawloop-log.jsonl"
 PREVIEW = 120  # characters of text kept in previews

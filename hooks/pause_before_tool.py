@@ -31,8 +31,8 @@ import sys
 
 import anyio.to_thread
 
-from rawloop.redact import redact_text
-from rawloop.state import LoopState
+from rawloop.core.redact import redact_text
+from rawloop.loop.state import LoopState
 
 _STOP_WORDS = frozenset({"q", "quit", "stop"})
 

@@ -14,7 +14,7 @@ to ``Loop(hooks=[...])``). What it prints, as things happen:
 
 Headers other than ``content-type`` are never printed (the request headers
 reach hooks already redacted, but there is nothing to learn from them here),
-and every printed text goes through ``rawloop.redact.redact_text`` so that
+and every printed text goes through ``rawloop.core.redact.redact_text`` so that
 anything shaped like an API key or a bearer token is replaced.
 
 Environment variables (read at each call, so they can change between runs):
@@ -40,8 +40,8 @@ import sys
 
 import orjson
 
-from rawloop.hooks import ChunkInfo, EndInfo, ErrorInfo, RequestInfo, ResponseInfo
-from rawloop.redact import redact_text
+from rawloop.core.redact import redact_text
+from rawloop.loop.hooks import ChunkInfo, EndInfo, ErrorInfo, RequestInfo, ResponseInfo
 
 _CHUNK_MODES = ("text", "repr", "off")
 

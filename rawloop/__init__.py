@@ -7,7 +7,7 @@ events, deltas and Turns without awaiting or touching a socket.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (
+from .core.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -27,7 +27,10 @@ from .errors import (
     TraceFormatError,
     TraceVersionError,
 )
-from .hooks import (
+from .core.parse import StreamParser, parse_stream
+from .core.sse import ServerSentEvent, SSEDecoder
+from .core.turn import Delta, FunctionCall, Turn
+from .loop.hooks import (
     HOOK_POINTS,
     ChunkInfo,
     DecisionInfo,
@@ -41,32 +44,30 @@ from .hooks import (
     ResponseInfo,
     ResultInfo,
 )
-from .loop import Handoff, Loop, LoopRun
-from .parse import StreamParser, parse_stream
-from .replay import ReplayReport, ReplayTransport, loop_from_trace, replay
-from .retry import RetryPolicy
-from .sse import ServerSentEvent, SSEDecoder
-from .state import LoopState, RunResult, Step
-from .tools import StopLoop, Tool, ToolArgumentsError, ToolResult, UnknownToolError, tool
-from .trace import Redactor, Trace, TraceRecorder
-from .turn import Delta, FunctionCall, Turn
+from .loop.loop import Handoff, Loop, LoopRun
+from .loop.retry import RetryPolicy
+from .loop.state import LoopState, RunResult, Step
+from .loop.tools import StopLoop, Tool, ToolArgumentsError, ToolResult, UnknownToolError, tool
+from .replay.replayer import ReplayReport, ReplayTransport, loop_from_trace, replay
+from .trace.format import Trace
+from .trace.recorder import Redactor, TraceRecorder
 
 if TYPE_CHECKING:
-    from .otel import OTelHook
-    from .proxy import RecordingProxy
-    from .remote import RemoteTool, RemoteToolError, remote_session
-    from .server import ReplayServer, replay_over_http
+    from .capture.proxy import RecordingProxy
+    from .replay.server import ReplayServer, replay_over_http
+    from .serve.otel import OTelHook
+    from .serve.remote_tools import RemoteTool, RemoteToolError, remote_session
 
 # Servers, the HTTP front end and integrations load on first use: importing
 # rawloop (as the pytest plugin does in every test session) stays cheap.
 _LAZY = {
-    "OTelHook": ".otel",
-    "RecordingProxy": ".proxy",
-    "RemoteTool": ".remote",
-    "RemoteToolError": ".remote",
-    "remote_session": ".remote",
-    "ReplayServer": ".server",
-    "replay_over_http": ".server",
+    "OTelHook": ".serve.otel",
+    "RecordingProxy": ".capture.proxy",
+    "RemoteTool": ".serve.remote_tools",
+    "RemoteToolError": ".serve.remote_tools",
+    "remote_session": ".serve.remote_tools",
+    "ReplayServer": ".replay.server",
+    "replay_over_http": ".replay.server",
 }
 
 

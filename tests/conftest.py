@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rawloop.scripted import Reply, ScriptedAPI
+from rawloop.replay.scripted import Reply, ScriptedAPI
 
 __all__ = ["CORPUS", "Reply", "ScriptedAPI", "chunks_of", "corpus"]
 

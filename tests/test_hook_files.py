@@ -18,14 +18,15 @@ from typing import Any
 import anyio
 import pytest
 
-from rawloop.errors import HookError
-from rawloop.hooks import HOOK_POINTS, HookBus
-from rawloop.loop import Loop
-from rawloop.tools import tool
-from rawloop.trace import Trace, TraceRecorder
+from rawloop.core.errors import HookError
+from rawloop.loop.hooks import HOOK_POINTS, HookBus
+from rawloop.loop.loop import Loop
+from rawloop.loop.tools import tool
+from rawloop.trace.format import Trace
+from rawloop.trace.recorder import TraceRecorder
 
 from .conftest import Reply, ScriptedAPI, corpus
-from .test_loop import call_reply, loop_for, multiply, text_reply
+from .loop.test_loop import call_reply, loop_for, multiply, text_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -437,8 +438,8 @@ async def test_pause_only_for_the_named_tools(
 PAUSE_SCRIPT = textwrap.dedent(
     """
     import importlib.util, json, sys, anyio, httpx
-    from rawloop.loop import Loop
-    from rawloop.tools import tool
+    from rawloop.loop.loop import Loop
+    from rawloop.loop.tools import tool
 
     @tool
     def multiply(a: int, b: int) -> int:

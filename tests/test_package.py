@@ -17,13 +17,13 @@ def test_every_name_in_all_resolves() -> None:
 def test_importing_rawloop_does_not_load_the_servers_or_integrations() -> None:
     code = (
         "import sys, rawloop\n"
-        "heavy = [m for m in ('rawloop.server', 'rawloop.proxy', 'rawloop.http', 'rawloop.otel',"
+        "heavy = [m for m in ('rawloop.replay.server', 'rawloop.capture.proxy', 'rawloop.serve.app', 'rawloop.serve.otel',"
         " 'h11', 'opentelemetry') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-    assert rawloop.ReplayServer.__module__ == "rawloop.server"  # loads on first use
+    assert rawloop.ReplayServer.__module__ == "rawloop.replay.server"  # loads on first use
 
 
 def test_an_unknown_attribute_is_an_attribute_error() -> None:

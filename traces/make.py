@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from rawloop import Loop, LoopState, RetryPolicy, tool
-from rawloop.scripted import Reply, ScriptedAPI
+from rawloop.replay.scripted import Reply, ScriptedAPI
 
 HERE = Path(__file__).parent
 CORPUS = HERE.parent / "tests" / "corpus"

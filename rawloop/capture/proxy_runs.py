@@ -1,0 +1,507 @@
+"""Which tool-loop run a proxied request belongs to, and that run's trace.
+
+The recording proxy (``rawloop.proxy``) sees HTTP requests, not runs. This
+module decides, from each request body alone, which run it continues, and
+writes each run's trace with the real ``TraceRecorder``. It never touches a
+socket; the proxy feeds it what crossed the wire.
+
+Theory of operation. ``RunTable.claim(dialect, body)`` compares the request
+with the runs it has open (at most ``max_runs``, least recently used first
+to go):
+
+1. **A retry**: the run's last attempt failed (a non-2xx status, a broken or
+   unparsable stream, a client that went away) and this body equals that
+   attempt's, ``model`` aside (a fallback model counts as another attempt
+   too). It becomes the next ``attempt`` of the same ``iteration``.
+2. **The next iteration**: the run's last attempt produced a turn with tool
+   calls, and this request's ``input`` (Responses) or ``messages`` (Chat)
+   starts with that attempt's conversation followed by the turn's output, or
+   names the turn's response in ``previous_response_id``. The items after
+   that prefix hold the tool outputs (``function_call_output`` items, ``tool``
+   messages): they become the ``result`` records of the previous iteration.
+3. Anything else starts a new run: a new trace file.
+
+Items are compared by their ``rawloop.conversation.item_key``, so that a
+client which renders the same item differently (an SDK that drops null
+fields, or sends ``"type": "message"``) still continues its run. A run's
+conversation is kept as a chain of digests, one per prefix, and the table
+indexes its runs by what may continue them (a failed body's key, a
+conversation's digest, a response id): a claim costs one digest and one
+dictionary lookup per item of the request, however many runs are open.
+
+The proxy cannot see the tools run, so a ``result`` record's ``duration`` is
+the client's whole pause between the answer and its next request, and its
+``error`` is null (a failed tool's text is its output, as the model sees it).
+
+A run ends when a turn calls no tool (``end`` with ``completed``, or
+``incomplete`` when the server cut it short), as a loop's does; runs still
+open when the table is closed, or pushed out of it by newer ones, end with
+``recording-stopped``. A run busy with an attempt is never pushed out.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..core.conversation import (
+    body_key,
+    chain,
+    conversation,
+    item_key,
+    tool_outputs,
+    turn_from_json,
+)
+from ..core.errors import (
+    APIConnectionError,
+    APIStatusError,
+    IncompleteStream,
+    SecretInTraceError,
+    StreamError,
+    StreamErrorEvent,
+)
+from ..core.parse import StreamParser
+from ..core.redact import redact_headers, redact_text
+from ..core.turn import Turn
+from ..loop.hooks import (
+    ChunkInfo,
+    DecisionInfo,
+    EndInfo,
+    ErrorInfo,
+    RequestInfo,
+    ResponseInfo,
+    ResultInfo,
+)
+from ..loop.retry import RetryPolicy
+from ..loop.state import add_usage
+from ..loop.tools import ToolResult
+from ..loop.wire import api_status_error
+from ..trace.recorder import Redactor, TraceRecorder
+
+__all__ = ["DEFAULT_MAX_RUNS", "STOPPED", "Attempt", "Run", "RunTable"]
+
+logger = logging.getLogger("rawloop.proxy")
+
+#: Runs kept open at once; past that the least recently used idle one ends.
+DEFAULT_MAX_RUNS = 256
+#: The stop reason of a run the recording stopped (shutdown, or pushed out of the table).
+STOPPED = "recording-stopped"
+
+_MAX_ERROR_BODY = 64 * 1024  # what an error answer's message is read from
+_MAX_JSON_BODY = 64 * 1024 * 1024  # a non-streamed answer parsed into a decision
+_POLICY = RetryPolicy()  # what an error record guesses a client does: rawloop's default
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Run:
+    """One tool-loop run as the proxy saw it, written to its own trace file.
+
+    ``state`` is ``busy`` (an attempt is in flight), ``failed`` (its last
+    attempt failed: a retry may follow), ``waiting`` (its last turn called
+    tools: the next iteration may follow) or ``ended``.
+    """
+
+    number: int
+    path: Path
+    recorder: TraceRecorder
+    dialect: str
+    started: float
+    iteration: int = 0
+    attempt: int = 0
+    state: str = "busy"
+    retry_key: bytes = b""  # what a retry of the last attempt repeats
+    history: bytes = b""  # the digest of the conversation a continuation starts with
+    turn: Turn | None = None  # the last turn, while waiting for its tool outputs
+    turn_done: float = 0.0
+    turns: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None  # why the last attempt failed
+    used: int = 0  # when the run was last used, in claims: larger is more recent
+    keys: list[bytes] = field(default_factory=list)  # where the table's index lists the run
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def write(self, point: str, info: Any, iteration: int = 0, attempt: int = 0) -> None:
+        """Call ``recorder.<point>(info)``; a record refused as a secret becomes an error record."""
+        try:
+            getattr(self.recorder, point)(info)
+        except SecretInTraceError as exc:
+            # As the hook bus does: say where, never what, and go on recording.
+            logger.warning("%s: %s", self.name, exc)
+            where = f"hook:TraceRecorder.{point}"
+            self.recorder.on_error(ErrorInfo(iteration, attempt, where, exc))
+
+    def end(self, stop_reason: str, now: float, error: BaseException | None = None) -> None:
+        """Write the ``end`` record and close the file."""
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.turn = None
+        info = EndInfo(stop_reason, self.turns, dict(self.usage), now - self.started, error)
+        self.write("on_end", info)
+        self.recorder.close()
+
+
+class Attempt:
+    """One HTTP attempt of a run: what the proxy tells the trace as the exchange goes.
+
+    ``request``, ``response`` and ``chunk`` as the bytes cross; then exactly
+    one of ``complete`` (the body arrived whole) or ``broke`` (it did not).
+    """
+
+    def __init__(
+        self,
+        table: RunTable,
+        run: Run,
+        dialect: str,
+        body: dict[str, Any],
+        now: float,
+        history: bytes = b"",
+        raw: bytes = b"",
+    ) -> None:
+        self.table = table
+        self.run = run
+        self.dialect = dialect
+        self.iteration = run.iteration
+        self.attempt = run.attempt
+        self.body = body
+        self.raw = raw  # the body's bytes, when the caller has them
+        self.started = now
+        self.finished = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.request_id: str | None = None
+        self.received = 0
+        self._mode = ""  # "sse", "json", "error" or "other", once the headers are in
+        self._parser: StreamParser | None = None
+        self._parse_error: StreamError | None = None
+        self._kept: list[bytes] = []
+        self._kept_size = 0
+        # The digest of this conversation: the next one starts with it and the turn's output.
+        self._history = history
+
+    @property
+    def where(self) -> str:
+        """``FILE, iteration I, attempt A``: for logs."""
+        return f"{self.run.name}, iteration {self.iteration}, attempt {self.attempt}"
+
+    def request(self, method: str, url: str, headers: Iterable[tuple[str, str]]) -> None:
+        """The request as it goes upstream (``headers`` are redacted here)."""
+        info = RequestInfo(
+            self.iteration,
+            self.attempt,
+            str(self.body.get("model", "")),
+            method,
+            url,
+            redact_headers(headers, self.run.recorder.redactor.headers),
+            self.raw,
+            self.body,
+        )
+        self._write("on_request", info)
+
+    def response(self, status: int, headers: Iterable[tuple[str, str]], elapsed: float) -> None:
+        """Status and headers, ``elapsed`` seconds after the request was sent."""
+        self.status = status
+        self.headers = redact_headers(headers, self.run.recorder.redactor.headers)
+        self.request_id = self.headers.get("x-request-id")
+        content_type = self.headers.get("content-type", "")
+        if status >= 300:
+            self._mode = "error"
+        elif "text/event-stream" in content_type:
+            self._mode = "sse"
+            self._parser = StreamParser(self.dialect)
+        elif "json" in content_type:
+            self._mode = "json"
+        else:
+            self._mode = "other"
+        info = ResponseInfo(
+            self.iteration, self.attempt, status, self.headers, self.request_id, elapsed
+        )
+        self._write("on_response", info)
+
+    def chunk(self, data: bytes, elapsed: float) -> None:
+        """One piece of the body, exactly as it arrived."""
+        if not data:
+            return
+        info = ChunkInfo(self.iteration, self.attempt, data, self.received, elapsed)
+        self.received += len(data)
+        self._write("on_chunk", info)
+        if self._parser is not None and self._parse_error is None:
+            try:
+                self._parser.feed(data)
+            except StreamError as exc:
+                self._parse_error = exc  # the bytes still go through; the decision will not
+        elif self._mode in ("json", "error"):
+            limit = _MAX_JSON_BODY if self._mode == "json" else _MAX_ERROR_BODY
+            if self._kept_size < limit:
+                self._kept.append(data)
+                self._kept_size += len(data)
+
+    def complete(self, now: float) -> None:
+        """The whole body arrived: the error, or the decision (and the end when no tool is called)."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            if self._mode == "error":
+                body = b"".join(self._kept)
+                self._fail(api_status_error(self.status, body, self.request_id, self.headers), now)
+                return
+            try:
+                turn = self._turn()
+            except StreamError as exc:
+                self._fail(exc, now)
+                return
+            if turn.status == "failed" and turn.error is not None:
+                message = turn.error.get("message", turn.error)
+                error = StreamErrorEvent(
+                    f"the model reported an error: {message}", error=turn.error
+                )
+                self._fail(error, now, will_retry=False)
+                return
+            self._succeed(turn, now)
+        finally:
+            self.run.recorder.close()  # reopened (appending) by the next record: no idle fds
+
+    def broke(self, error: BaseException, now: float) -> None:
+        """The exchange failed before its body was whole (upstream, client, or shutdown)."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self._fail(error, now)
+        finally:
+            self.run.recorder.close()
+
+    # -- the outcome ------------------------------------------------------------------------
+
+    def _turn(self) -> Turn:
+        if self._mode == "sse":
+            assert self._parser is not None
+            if self._parse_error is not None:
+                raise self._parse_error
+            return self._parser.close()
+        if self._mode == "json":
+            if self._kept_size > _MAX_JSON_BODY:
+                raise StreamError(f"the answer is over {_MAX_JSON_BODY} bytes: not parsed")
+            try:
+                payload = orjson.loads(b"".join(self._kept))
+            except orjson.JSONDecodeError as exc:
+                raise StreamError(f"the JSON answer does not parse: {exc.msg}") from None
+            return turn_from_json(self.dialect, payload)
+        content_type = self.headers.get("content-type") or "no content type"
+        raise StreamError(f"expected a text/event-stream or JSON answer, got {content_type}")
+
+    def _fail(self, error: BaseException, now: float, will_retry: bool | None = None) -> None:
+        if will_retry is None:
+            if isinstance(error, APIStatusError):
+                will_retry = _POLICY.is_retryable_status(error.status)
+            else:
+                will_retry = isinstance(error, (APIConnectionError, IncompleteStream))
+        headers = error.headers if isinstance(error, APIStatusError) else None
+        delay = _POLICY.delay(self.attempt, headers) if will_retry else 0.0
+        info = ErrorInfo(self.iteration, self.attempt, "request", error, will_retry, delay)
+        self._write("on_error", info)
+        self.run.error = error
+        self.table.park(self.run, "failed")
+
+    def _succeed(self, turn: Turn, now: float) -> None:
+        run = self.run
+        run.error = None
+        self._write("on_decision", DecisionInfo(self.iteration, turn))
+        run.turns += 1
+        add_usage(run.usage, turn.usage)
+        if not turn.calls:
+            stop = "incomplete" if turn.status == "incomplete" else "completed"
+            self.table.end(run, stop, now)
+            return
+        run.turn, run.turn_done = turn, now
+        run.history = chain(self._history, (item_key(item) for item in turn.output))[-1]
+        self.table.park(run, "waiting")
+
+    def _write(self, point: str, info: Any) -> None:
+        self.run.write(point, info, self.iteration, self.attempt)
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+class RunTable:
+    """The open runs, and the trace files they are written to.
+
+    Args:
+        directory: where trace files go (``run-<UTC timestamp>-<n>.jsonl``).
+        redact: the ``Redactor`` every recorder uses (the default headers are
+            always redacted).
+        metadata: goes into every trace's header.
+        max_runs: open runs kept; past that the least recently used idle run
+            ends with ``recording-stopped``.
+
+    ``paths`` lists every trace file started, in order.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        redact: Redactor | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_runs: int = DEFAULT_MAX_RUNS,
+    ) -> None:
+        if max_runs < 1:
+            raise ValueError(f"max_runs must be at least 1, not {max_runs}")
+        self.directory = Path(directory)
+        self.redact = redact or Redactor()
+        self.metadata = dict(metadata or {})
+        self.max_runs = max_runs
+        self.paths: list[Path] = []
+        self.runs: OrderedDict[int, Run] = OrderedDict()  # least recently used first
+        # What may continue a run -> the runs: ``retry:`` + the failed body's key,
+        # ``follow:`` + the digest of the conversation so far, ``response:`` + its id.
+        self._index: dict[bytes, dict[int, Run]] = {}
+        self._count = 0
+        self._used = 0
+
+    def claim(
+        self, dialect: str, body: dict[str, Any], *, base_url: str, now: float, raw: bytes = b""
+    ) -> Attempt:
+        """The attempt ``body`` is: a retry, the next iteration of an open run, or a new run.
+
+        ``base_url`` goes into a new run's header; ``raw`` is the body's bytes.
+        """
+        items = conversation(dialect, body)
+        digests = chain(dialect.encode(), (item_key(item) for item in items))
+        retry_key = body_key(dialect, body)
+        run: Run | None = None
+        found = self._index.get(b"retry:" + retry_key)
+        if found:  # the most recent failure with this body
+            run = max(found.values(), key=lambda r: r.used)
+            run.attempt += 1
+        else:
+            # The longest conversation this one continues; among equal ones, the turn that
+            # finished first. Then a turn named by previous_response_id (every item is new).
+            start = len(items)
+            while start > 0 and not self._index.get(b"follow:" + digests[start]):
+                start -= 1
+            if start > 0:
+                found = self._index[b"follow:" + digests[start]]
+            else:
+                previous = body.get("previous_response_id")
+                if isinstance(previous, str):
+                    found = self._index.get(f"response:{dialect}:{previous}".encode())
+            if found:
+                run = min(found.values(), key=lambda r: r.turn_done)
+                self._results(run, items[start:], now)
+                run.iteration, run.attempt, run.turn = run.iteration + 1, 0, None
+        if run is None:
+            run = self._start(dialect, body, base_url, now)
+        run.retry_key = retry_key
+        self.park(run, "busy")
+        return Attempt(self, run, dialect, body, now, digests[-1], raw)
+
+    def park(self, run: Run, state: str) -> None:
+        """Put ``run`` in ``state`` and index it by what may continue it; it is the most recent."""
+        self._unindex(run)
+        run.state = state
+        if state == "failed":
+            self._add(run, b"retry:" + run.retry_key)
+        elif state == "waiting":
+            assert run.turn is not None
+            self._add(run, b"follow:" + run.history)
+            if run.turn.response_id:
+                self._add(run, f"response:{run.dialect}:{run.turn.response_id}".encode())
+        self._used += 1
+        run.used = self._used
+        if run.number in self.runs:
+            self.runs.move_to_end(run.number)
+
+    def end(self, run: Run, stop_reason: str, now: float) -> None:
+        """End ``run`` (its ``end`` record, with the last error if its last attempt failed)."""
+        self.runs.pop(run.number, None)
+        self._unindex(run)
+        run.end(stop_reason, now, run.error if run.state == "failed" else None)
+
+    def close(self, now: float, stop_reason: str = STOPPED) -> None:
+        """End every open run: what the proxy does when it stops."""
+        for run in list(self.runs.values()):
+            self.end(run, stop_reason, now)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _add(self, run: Run, key: bytes) -> None:
+        self._index.setdefault(key, {})[run.number] = run
+        run.keys.append(key)
+
+    def _unindex(self, run: Run) -> None:
+        for key in run.keys:
+            found = self._index.get(key)
+            if found is not None:
+                found.pop(run.number, None)
+                if not found:
+                    del self._index[key]
+        run.keys.clear()
+
+    def _results(self, run: Run, new_items: Sequence[Any], now: float) -> None:
+        """The previous turn's tool results, as the client sent them back."""
+        assert run.turn is not None
+        outputs = tool_outputs(run.dialect, new_items)
+        # The proxy cannot see the tools run: the duration is the client's whole pause.
+        duration = max(now - run.turn_done, 0.0)
+        for call in run.turn.calls:
+            if call.call_id in outputs:
+                result = ToolResult(
+                    call.call_id, call.name, call.arguments, outputs[call.call_id], None, duration
+                )
+                run.write("on_result", ResultInfo(run.iteration, result), run.iteration)
+
+    def _start(self, dialect: str, body: dict[str, Any], base_url: str, now: float) -> Run:
+        self._make_room(now)
+        self._count += 1
+        path = self._reserve()
+        # Appending to the empty file just made: no truncation (which on ext4 makes every
+        # close of the file wait for the disk).
+        recorder = TraceRecorder(path, redact=self.redact, metadata=self.metadata, overwrite=False)
+        run = Run(self._count, path, recorder, dialect, now)
+        # Redacted before, not refused after: a trace without its header would not load.
+        recorder.write_header(
+            dialect, redact_text(str(body.get("model", ""))), redact_text(base_url)
+        )
+        self.runs[run.number] = run
+        self.paths.append(path)
+        logger.debug("new run %s", path.name)
+        return run
+
+    def _make_room(self, now: float) -> None:
+        while len(self.runs) >= self.max_runs:
+            idle = next((r for r in self.runs.values() if r.state != "busy"), None)
+            if idle is None:
+                return  # every run is mid-attempt: go over the bound for a while
+            self.end(idle, STOPPED, now)
+
+    def _reserve(self) -> Path:
+        """A new file name, created empty so that no other process takes it."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        number = self._count
+        while True:
+            path = self.directory / f"run-{stamp}-{number}.jsonl"
+            try:
+                path.touch(exist_ok=False)
+            except FileExistsError:
+                number += 1
+                continue
+            except FileNotFoundError:  # the first run (or the directory was removed)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                continue
+            return path

@@ -1,0 +1,1 @@
+"""The ``rawloop`` command line: wiring only, each subcommand calls into a package."""

@@ -1,0 +1,682 @@
+"""A debugger for tool loops: pause a run at its breakpoints, look, change, go on.
+
+``Debugger`` is the engine behind ``rawloop step`` (``rawloop.step`` is the
+shell around it), and it is usable from Python as it is::
+
+    from rawloop.debugger import Debugger
+
+    with Debugger.for_trace("traces/tool-roundtrip.jsonl", after_edit="ignore") as dbg:
+        dbg.start()                                   # paused at iteration 0
+        dbg.next()                                    # paused at iteration 1
+        dbg.set_result("call_sV", "42")               # the multiply result, before it is sent
+        dbg.cont()                                    # on to the end
+        dbg.save("edited.jsonl")                      # replays identically
+
+How it works: the loop runs in a worker thread with its own event loop (an
+anyio blocking portal). The debugger's breakpoint hook hands control to the
+calling thread through a pair of queues and waits (in ``anyio.to_thread``)
+until it is told to go on; while it waits, the caller reads and changes the
+``LoopState``, which nothing else touches then. Every change goes
+``LoopState.to_dict()`` -> RFC 6902 patch -> ``update_from``, so the loop
+reports it to ``on_edit`` and the session's recorder writes it as an ``edit``
+record: ``save`` copies that recording.
+
+A replayed run (``for_trace``) answers from the trace. When an edit makes the
+next request differ from the recorded one, the run has left the recording;
+``after_edit`` says what happens on resuming: ``stop`` ends the run there,
+``live`` sends it (and what follows) to ``live_base_url`` with a plain httpx
+transport, ``ignore`` keeps answering with the recorded responses.
+
+This module is the engine: the thread handoff and the stepping API. The
+parts it uses live apart, and their public names can be imported from here
+too: conditional breakpoints in ``rawloop.breakpoints``, turning edits into
+checked patches in ``rawloop.debug_edits``, the run's hooks, recorder and
+replay-or-live transport in ``rawloop.debug_session``, one-line wording in
+``rawloop.debug_text``.
+
+The same pause without this engine: ``Loop.iter()`` with an ``on_breakpoint``
+hook, which may change the state in place (see the README, "Breakpoints from
+Python").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import queue
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import httpx
+import orjson
+
+from ..core import jsonpath, patch
+from ..core.jsondiff import MISSING, Difference, first_difference
+from ..core.turn import FunctionCall
+from ..loop.loop import Loop, LoopRun
+from ..loop.retry import RetryPolicy
+from ..loop.state import LoopState, RunResult
+from ..loop.tools import Tool, ToolResult, run_tool
+from ..replay.replayer import (
+    DEFAULT_VOLATILE,
+    Replayer,
+    ReplayTransport,
+    first_input,
+    loop_from_trace,
+)
+from ..trace.format import Trace
+from .breakpoints import CONDITION_KINDS as CONDITION_KINDS  # still importable from here
+from .breakpoints import Condition, parse_condition
+from .edits import apply_patch, path_patch, plain_json, state_document
+from .errors import StepError
+from .session import (
+    Attempt,
+    RecordedEdits,
+    ReplayOrLiveTransport,
+    SessionRecorder,
+    Watcher,
+)
+from .wording import describe_difference, describe_turn
+
+__all__ = [
+    "AFTER_EDIT_MODES",
+    "Attempt",
+    "Condition",
+    "Debugger",
+    "Departure",
+    "Pause",
+    "StepError",
+    "describe_difference",
+    "describe_turn",
+    "parse_condition",
+]
+
+#: What a replayed run does once an edit took it off the recording.
+AFTER_EDIT_MODES = ("stop", "live", "ignore")
+
+#: The stop reason of a replay ended by ``after_edit="stop"``.
+LEFT_RECORDING = "left-recording"
+
+
+@dataclass
+class Departure:
+    """Where a replayed run left its recording, and what it does about it."""
+
+    iteration: int
+    difference: Difference
+    mode: str
+
+    def __str__(self) -> str:
+        return (
+            f"the run has left the recording at iteration {self.iteration}: the request "
+            f"differs from the recorded one at {describe_difference(self.difference)}"
+        )
+
+
+@dataclass
+class Pause:
+    """Control is back with the caller: paused at a breakpoint, or the run ended."""
+
+    iteration: int
+    reasons: list[str] = field(default_factory=list)
+    ended: bool = False
+    result: RunResult | None = None
+    error: BaseException | None = None
+
+
+class Debugger:
+    """Runs a loop in a worker thread and pauses it at breakpoints (see the module docstring).
+
+    Args:
+        loop: the loop to run (``for_trace`` builds one from a trace).
+        input: the run's input.
+        hooks: more hooks for this run (they see the state before the debugger does).
+        conditions: conditional breakpoints as specs (``"tool=refund_order"``).
+        progress: called with one line of text for each thing the run does
+            while it is not paused (a decision, a tool result, a retry).
+        trace: for a replay, the trace the loop answers from (``for_trace`` sets
+            it up: use that rather than passing it here).
+        after_edit: ``stop``, ``live`` or ``ignore`` (replay only).
+        live_base_url: where ``after_edit="live"`` sends requests.
+        handlers: tools to run for real once a replay has gone live.
+        live_max_iterations: the request limit once a replay has gone live.
+    """
+
+    def __init__(
+        self,
+        loop: Loop,
+        input: str | list[dict[str, Any]],
+        *,
+        hooks: Iterable[Any] = (),
+        conditions: Iterable[str] = (),
+        progress: Callable[[str], None] | None = None,
+        trace: Trace | None = None,
+        after_edit: str = "stop",
+        live_base_url: str | None = None,
+        handlers: Iterable[Tool[..., Any]] = (),
+        live_max_iterations: int = 10,
+        _switch: ReplayOrLiveTransport | None = None,
+    ) -> None:
+        if after_edit not in AFTER_EDIT_MODES:
+            raise StepError(
+                f"after_edit must be one of {', '.join(AFTER_EDIT_MODES)}, not {after_edit!r}"
+            )
+        if trace is not None and _switch is None:
+            raise StepError("to replay a trace, use Debugger.for_trace(trace, ...)")
+        if trace is not None and after_edit == "live" and not live_base_url:
+            raise StepError("after_edit='live' needs a base URL to continue against (--base-url)")
+        self.loop = loop
+        self.input = input
+        self.trace = trace
+        self.after_edit = after_edit
+        self.live_base_url = live_base_url.rstrip("/") if live_base_url else None
+        self.live_max_iterations = live_max_iterations
+        self.progress: Callable[[str], None] = progress or (lambda line: None)
+        self.conditions: list[Condition] = []
+        self._numbers = 0
+        for spec in conditions:
+            self.add_condition(*parse_condition(spec))
+        self.handlers = {t.name: t for t in handlers}
+        self.attempts: list[Attempt] = []
+        self.departure: Departure | None = None
+        self.ended = False
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+        self.paused = False
+        # Worker -> caller: progress lines, then a Pause. Caller -> worker: the mode to go on in.
+        self._events: queue.Queue[Pause | str] = queue.Queue()
+        self._commands: queue.Queue[str] = queue.Queue()
+        self._errors: list[str] = []  # this iteration's failures; emptied in place (shared)
+        self._switch = _switch
+        self._replayer: Replayer | None = None
+        self._recorded: dict[int, Any] = {}  # iteration -> the request body it sent first
+        own: list[Any] = []
+        if trace is not None:
+            replayer = self._replayer = Replayer(trace)
+            self._recorded = {
+                e.iteration: e.request.get("body") for e in reversed(trace.exchanges())
+            }
+            loop.tool_runner = self._run_tool
+            own.append(RecordedEdits(replayer, lambda: self.departure is None, self._events.put))
+        self._tmp = Path(tempfile.mkdtemp(prefix="rawloop-step-"))
+        self.recording = self._tmp / "session.jsonl"
+        self.recorder = SessionRecorder(self.recording, lambda: self.state)
+        watcher = Watcher(self._breakpoint, self._events.put, self.attempts, self._errors)
+        self._hooks = [*own, *hooks, self.recorder, watcher]
+        self._run: LoopRun | None = None
+        self._mode = "step"
+        self._until = 0
+        self._interrupted = False
+        self._snapshot: Any = None
+        self._portal_cm: contextlib.AbstractContextManager[anyio.from_thread.BlockingPortal] | None
+        self._portal_cm = None
+        self._future: Future[None] | None = None
+        self._warnings: contextlib.ExitStack | None = None
+
+    @classmethod
+    def for_trace(
+        cls,
+        trace: Trace | str | Path,
+        *,
+        after_edit: str = "stop",
+        live_base_url: str | None = None,
+        handlers: Iterable[Tool[..., Any]] = (),
+        hooks: Iterable[Any] = (),
+        conditions: Iterable[str] = (),
+        progress: Callable[[str], None] | None = None,
+        live_max_iterations: int = 10,
+    ) -> Debugger:
+        """A debugger replaying ``trace``: the loop is rebuilt with ``loop_from_trace``."""
+        if not isinstance(trace, Trace):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a cut last line: in .warnings
+                trace = Trace.load(trace)
+        switch = ReplayOrLiveTransport(ReplayTransport(trace))
+        client = httpx.AsyncClient(transport=switch, timeout=httpx.Timeout(600.0, connect=10.0))
+        loop = loop_from_trace(trace, http_client=client)
+        return cls(
+            loop,
+            first_input(trace, loop),
+            hooks=hooks,
+            conditions=conditions,
+            progress=progress,
+            trace=trace,
+            after_edit=after_edit,
+            live_base_url=live_base_url,
+            handlers=handlers,
+            live_max_iterations=live_max_iterations,
+            _switch=switch,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Debugger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> LoopState:
+        """The run's state (read and change it only while paused)."""
+        if self._run is None:
+            raise StepError("the run has not started yet")
+        return self._run.state
+
+    @property
+    def replaying(self) -> bool:
+        return self.trace is not None
+
+    @property
+    def end_reason(self) -> str:
+        """Why the run ended: its stop reason, or ``error`` when it failed without a result."""
+        return self.result.stop_reason if self.result else "error"
+
+    def start(self) -> Pause:
+        """Start the run; returns at its first breakpoint (iteration 0) or its end."""
+        if self._run is not None:
+            raise StepError("the run has already started")
+        # Made here, so a loop that cannot run (no API key...) fails before any thread starts.
+        self._run = self.loop.iter(self.input, hooks=self._hooks)
+        if self.trace is not None:
+            # "ignore" answers diverged requests anyway; the warning is ours to report.
+            self._warnings = contextlib.ExitStack()
+            self._warnings.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message="rawloop replay:", category=RuntimeWarning)
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        portal = self._portal_cm.__enter__()
+        self._future = portal.start_task_soon(self._drive)
+        return self._wait()
+
+    def next(self) -> Pause:
+        """Go on to the next breakpoint."""
+        return self.resume("step")
+
+    def cont(self) -> Pause:
+        """Go on to the end, or to the next conditional breakpoint that fires."""
+        return self.resume("continue")
+
+    def until(self, iteration: int) -> Pause:
+        """Go on to the breakpoint of ``iteration`` (or a conditional one before it)."""
+        current = self.state.iteration
+        if iteration <= current:
+            raise StepError(
+                f"the run is at iteration {current}: until needs a later one, not {iteration}"
+            )
+        self._until = iteration
+        return self.resume("until")
+
+    def finish(self) -> Pause:
+        """Run to the end without stopping at any breakpoint."""
+        return self.resume("finish")
+
+    def quit(self) -> Pause:
+        """End the run here (stop reason ``quit``); nothing more is sent."""
+        self._require_paused("quit")
+        self.state.stop("quit")
+        return self.resume("finish", check=False)
+
+    def resume(self, mode: str, *, check: bool = True) -> Pause:
+        """Go on in ``mode`` (``step``, ``continue``, ``until``, ``finish``) until control comes back."""
+        self._require_paused("go on")
+        if check:
+            self._check_departure()
+        self._mode = mode
+        self.paused = False
+        self._commands.put(mode)
+        return self._wait()
+
+    def interrupt(self) -> None:
+        """Pause at the next breakpoint, whatever the mode (a first Ctrl-C)."""
+        self._interrupted = True
+
+    def abort(self) -> None:
+        """Cancel the run now, wherever it is (a second Ctrl-C)."""
+        if self._future is not None and not self._future.done():
+            self._future.cancel()
+            self._commands.put("quit")  # wake a breakpoint that is waiting
+
+    def close(self) -> None:
+        """Stop the worker (cancelling an unfinished run) and remove the session's files."""
+        self.abort()
+        if self._portal_cm is not None:
+            with contextlib.suppress(BaseException):
+                self._portal_cm.__exit__(None, None, None)
+            self._portal_cm = None
+        if self._warnings is not None:
+            self._warnings.close()
+            self._warnings = None
+        self.recorder.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _wait(self) -> Pause:
+        interrupts = 0
+        while True:
+            try:
+                event = self._events.get()
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    self.interrupt()
+                    self.progress(
+                        "interrupted: pausing at the next breakpoint (Ctrl-C again aborts)"
+                    )
+                else:
+                    self.progress("interrupted again: aborting the run")
+                    self.abort()
+                continue
+            if isinstance(event, str):
+                self.progress(event)
+                continue
+            if event.ended:
+                self.ended, self.result, self.error = True, event.result, event.error
+            else:
+                self.paused = True
+            return event
+
+    async def _drive(self) -> None:
+        run = self._run
+        assert run is not None
+        result: RunResult | None = None
+        error: BaseException | None = None
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._switch is not None and self.loop.http_client is not None:
+                    await stack.enter_async_context(self.loop.http_client)  # ours: close it
+                async with run:
+                    async for _ in run:
+                        pass
+            result = run.result
+        except Exception as exc:
+            error = exc
+            result = getattr(exc, "result", None) or run.result
+        except BaseException as exc:  # cancelled: still report the end, then let it unwind
+            self._events.put(Pause(run.state.iteration, ["aborted"], True, run.result, exc))
+            raise
+        self._events.put(Pause(run.state.iteration, [], True, result, error))
+
+    # -- called by the hooks, in the worker ----------------------------------------------
+
+    async def _breakpoint(self, state: LoopState) -> None:
+        reasons = self._reasons(state)
+        self._errors.clear()
+        if not reasons:
+            return
+        self._interrupted = False
+        self._snapshot = state_document(state)
+        self._events.put(Pause(state.iteration, reasons))
+        await anyio.to_thread.run_sync(self._commands.get, abandon_on_cancel=True)
+
+    def _reasons(self, state: LoopState) -> list[str]:
+        reasons: list[str] = []
+        if self._interrupted:
+            reasons.append("interrupted")
+        if self._mode == "step":
+            reasons.append("step")
+        elif self._mode == "until" and state.iteration >= self._until:
+            reasons.append(f"until {self._until}")
+        if self._mode == "finish":
+            return reasons
+        for condition in self.conditions:
+            hit = condition.hit(state, self._errors)
+            if hit:
+                condition.hits += 1
+                reasons.append(hit)
+        return reasons
+
+    async def _run_tool(self, call: FunctionCall) -> ToolResult:
+        """Replay's tool runner: recorded results on the recording, real handlers once live."""
+        assert self._replayer is not None
+        if self.departure is None or self.departure.mode != "live":
+            return await self._replayer.run_tool(call)
+        handler = self.handlers.get(call.name)
+        if handler is not None:
+            return await run_tool(
+                handler,
+                call.name,
+                call.call_id,
+                call.arguments,
+                timeout=self.loop.tool_timeout,
+                known=list(self.handlers),
+            )
+        if self._replayer.results.get(call.call_id) is not None:
+            return await self._replayer.run_tool(call)
+        message = (
+            f"no handler for tool {call.name!r} in this debugging session "
+            "(give one with --tools FILE.py, or set this output at the next breakpoint "
+            f"with: result {call.call_id} TEXT)"
+        )
+        self._errors.append(f"{call.name} ({call.call_id}) has no handler")
+        return ToolResult(
+            call.call_id,
+            call.name,
+            call.arguments,
+            output=f"Error: {message}",
+            error={"type": "NoHandler", "message": message},
+        )
+
+    # -- reading the state ---------------------------------------------------------------
+
+    def view(self) -> dict[str, Any]:
+        """The state as one JSON document: the editable fields, then the read-only ones."""
+        state = self.state
+        doc = state_document(state)
+        doc["last_turn"] = plain_json(state.last_turn.to_dict()) if state.last_turn else None
+        doc["usage"] = dict(state.usage)
+        doc["dialect"] = state.dialect
+        doc["base_url"] = self.loop.base_url
+        doc["stop_reason"] = state.stop_reason
+        return doc
+
+    def get(self, path: str) -> tuple[str, Any]:
+        """The readable path and the value at ``path`` (dotted or JSON Pointer)."""
+        tokens = jsonpath.parse(path)
+        concrete, value, _ = jsonpath.locate(self.view(), tokens, root="the state")
+        return jsonpath.display(concrete), value
+
+    def next_request(self) -> tuple[str, bytes]:
+        """The URL and exact body of the request the run will send next (as ``loop.py`` builds it)."""
+        self._require_paused("build the next request")
+        state, dialect = self.state, self.loop.dialect
+        items = list(state.input)
+        if state.results:  # what _flush_results appends right after the breakpoint
+            items.extend(dialect.tool_outputs([(r.call_id, r.output) for r in state.results]))
+        body = dialect.build_request(
+            state.model,
+            items,
+            instructions=state.instructions,
+            tools=list(state.tools),
+            params=dict(state.request_params),
+        )
+        return self.loop.base_url + dialect.path, orjson.dumps(body)
+
+    def last_attempts(self) -> list[Attempt]:
+        """Every attempt of the last iteration that sent a request."""
+        if not self.attempts:
+            return []
+        last = self.attempts[-1].iteration
+        return [a for a in self.attempts if a.iteration == last]
+
+    def pending_edits(self) -> list[dict[str, Any]]:
+        """What was changed at this breakpoint so far, as an RFC 6902 patch."""
+        if not self.paused or self._snapshot is None:
+            return []
+        return patch.diff(self._snapshot, state_document(self.state))
+
+    def difference_from_recording(self) -> Difference | None:
+        """Where the next request differs from the recorded one (replay, while paused)."""
+        if self.trace is None or not self.paused or self.departure is not None:
+            return None
+        recorded = self._recorded.get(self.state.iteration)
+        _, body = self.next_request()
+        if recorded is None:
+            return Difference("<request>", MISSING, orjson.loads(body))
+        return first_difference(recorded, orjson.loads(body), DEFAULT_VOLATILE)
+
+    # -- changing the state --------------------------------------------------------------
+
+    def set(self, path: str, value: Any) -> list[dict[str, Any]]:
+        """Put ``value`` at ``path`` (a missing last key is added); returns the operations."""
+        return self._edit("set", path, value)
+
+    def delete(self, path: str) -> list[dict[str, Any]]:
+        """Remove what is at ``path``."""
+        return self._edit("del", path)
+
+    def append(self, path: str, value: Any) -> list[dict[str, Any]]:
+        """Add ``value`` at the end of the list at ``path``."""
+        return self._edit("append", path, value)
+
+    def set_model(self, name: str) -> list[dict[str, Any]]:
+        """Send the next request (and the ones after it) to model ``name``."""
+        if not name.strip():
+            raise StepError("give a model name, e.g. model gpt-5.5")
+        return self._edit("set", "model", name.strip())
+
+    def find_result(self, ref: str) -> int:
+        """The index in ``state.results`` of a call id, a unique prefix of one, or an index."""
+        self._require_paused("change a result")
+        results = self.state.results
+        if not results:
+            raise StepError(
+                f"no pending results at iteration {self.state.iteration}: "
+                "the last turn called no tools"
+            )
+        ids = ", ".join(f"[{i}] {r.call_id} ({r.name})" for i, r in enumerate(results))
+        exact = [i for i, r in enumerate(results) if r.call_id == ref]
+        if exact:
+            return exact[0]
+        if ref.isascii() and ref.isdigit():
+            if int(ref) < len(results):
+                return int(ref)
+            raise StepError(f"there are {len(results)} pending results, not {int(ref) + 1}: {ids}")
+        found = [i for i, r in enumerate(results) if r.call_id.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise StepError(f"{ref!r} could be more than one call: {ids}")
+        raise StepError(f"no pending result for call {ref!r}; pending: {ids}")
+
+    def set_result(self, ref: str, output: str) -> list[dict[str, Any]]:
+        """Replace the output of a pending tool result (and clear its error) before it is sent."""
+        index = self.find_result(ref)
+        ops: list[dict[str, Any]] = [
+            {"op": "replace", "path": f"/results/{index}/output", "value": output}
+        ]
+        if self.state.results[index].error is not None:
+            ops.append({"op": "replace", "path": f"/results/{index}/error", "value": None})
+        return apply_patch(self.state, ops)
+
+    def _edit(self, kind: str, path: str, value: Any = None) -> list[dict[str, Any]]:
+        self._require_paused("change the state")
+        return apply_patch(self.state, path_patch(state_document(self.state), kind, path, value))
+
+    # -- conditional breakpoints -------------------------------------------------------------
+
+    def add_condition(self, kind: str, arg: str = "") -> Condition:
+        """Add a conditional breakpoint (see ``Condition``); returns it with its number."""
+        kind, arg = parse_condition(f"{kind} {arg}".strip())
+        self._numbers += 1
+        condition = Condition(self._numbers, kind, arg)
+        self.conditions.append(condition)
+        return condition
+
+    def clear_conditions(self, number: int | None = None) -> list[Condition]:
+        """Remove one conditional breakpoint by number, or all of them; returns the removed."""
+        if number is None:
+            removed, self.conditions = self.conditions, []
+            return removed
+        removed = [c for c in self.conditions if c.number == number]
+        if not removed:
+            have = ", ".join(str(c.number) for c in self.conditions) or "none"
+            raise StepError(f"no breakpoint number {number} (breakpoints: {have})")
+        self.conditions = [c for c in self.conditions if c.number != number]
+        return removed
+
+    def end_hits(self) -> list[str]:
+        """Conditional breakpoints the last turn of an ended run would have hit."""
+        if not self.ended or self._run is None:
+            return []
+        hits = (c.hit(self.state, self._errors) for c in self.conditions if c.kind != "iteration")
+        return [hit for hit in hits if hit]
+
+    def known_tools(self) -> list[str]:
+        """Names of the tools the model is told about."""
+        if self._run is None:
+            return []
+        names = (d.get("name") or d.get("function", {}).get("name") for d in self.state.tools)
+        return [str(name) for name in names if name]
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> int:
+        """Write the run so far as a trace (with this breakpoint's edits); returns its records."""
+        if self._run is None:
+            raise StepError("nothing to save: the run has not started")
+        data = self.recording.read_bytes() if self.recording.exists() else b""
+        if not data:
+            raise StepError("nothing recorded yet")
+        pending = self.pending_edits()  # only while paused: the run has not recorded them yet
+        if pending:
+            iteration = self.state.iteration
+            record = {"kind": "edit", "iteration": iteration, "patch": self.recorder.ops(pending)}
+            data += orjson.dumps(self.recorder.redactor.strings(record)) + b"\n"
+        records = data.count(b"\n") - 1  # every line but the header
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(gzip.compress(data) if target.suffix == ".gz" else data)
+        return records
+
+    # -- leaving the recording ---------------------------------------------------------------
+
+    def _check_departure(self) -> None:
+        found = self.difference_from_recording()
+        if found is None:
+            return
+        state = self.state
+        self.departure = Departure(state.iteration, found, self.after_edit)
+        self.progress(str(self.departure))
+        if self.after_edit == "stop":
+            state.stop(LEFT_RECORDING)
+            self.progress(
+                "--after-edit stop: the run ends here, before sending it "
+                "(save it with save FILE; --after-edit live|ignore goes on)"
+            )
+        elif self.after_edit == "live":
+            assert self.live_base_url is not None and self._switch is not None
+            self._switch.go_live()
+            self.loop.base_url = self.live_base_url
+            self.loop.retry_policy = RetryPolicy()
+            self.loop.max_iterations = max(self.loop.max_iterations, self.live_max_iterations)
+            self.progress(
+                f"--after-edit live: going on against {self.live_base_url} "
+                f"(at most {self.loop.max_iterations} requests)"
+            )
+        else:
+            assert self._switch is not None
+            self._switch.ignore_divergence()
+            self.progress(
+                "--after-edit ignore: going on with the recorded responses "
+                "(they answer the recorded requests, not the edited ones)"
+            )
+
+    def divergences_ignored(self) -> int:
+        """Requests that differed from the recording and were answered anyway (``ignore``)."""
+        return len(self._switch.replay.responder.divergences) if self._switch else 0
+
+    def _require_paused(self, what: str) -> None:
+        if self._run is None:
+            raise StepError(f"cannot {what}: the run has not started")
+        if self.ended:
+            raise StepError(f"cannot {what}: the run has ended ({self.end_reason})")
+        if not self.paused:
+            raise StepError(f"cannot {what}: the run is not paused")

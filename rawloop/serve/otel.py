@@ -1,0 +1,682 @@
+"""OpenTelemetry spans for rawloop runs, named after the GenAI semantic conventions.
+
+``OTelHook`` is a hook (see ``rawloop.hooks``); add it to a loop or a run::
+
+    from rawloop.otel import OTelHook
+
+    loop = Loop("gpt-5.5", tools=[multiply], hooks=[OTelHook()])
+
+It needs the ``otel`` extra (``pip install 'rawloop[otel]'``); importing this
+module works without it, making an ``OTelHook`` then raises ``ImportError``.
+
+Spans (names and attributes from the OpenTelemetry GenAI conventions, the
+latest experimental version, which is what ``OTEL_SEMCONV_STABILITY_OPT_IN=
+gen_ai_latest_experimental`` asks instrumentations for):
+
+``invoke_agent {agent_name}`` (INTERNAL)
+    One per run, a child of whatever span is current when the run starts. At
+    the end it holds the run's token totals, ``rawloop.stop_reason`` and
+    ``rawloop.iterations``, and ``error.type`` if the run failed.
+``chat {model}`` (CLIENT)
+    One per iteration, a child of the run span. It covers every attempt of
+    the model call (retries and fallback models): it begins at the
+    iteration's first ``on_request`` and ends at ``on_decision``, or when the
+    run ends if the call never succeeded. Each failed attempt is an
+    ``exception`` event on it; ``error.type`` is set only when the call
+    finally failed. Request parameters, response id, model, finish reasons,
+    token usage, ``server.address``/``server.port`` and the time to the
+    first chunk are attributes.
+``execute_tool {name}`` (INTERNAL)
+    One per function call, a child of the run span. It starts when the model
+    asked for the call (the tools start right after ``on_decision``) and ends
+    ``ToolResult.duration`` later. ``error.type`` is the handler's exception
+    type (a ``StopLoop`` is a clean stop, not an error).
+
+Message contents (``gen_ai.input.messages``, ``gen_ai.output.messages``,
+``gen_ai.system_instructions``, ``gen_ai.tool.definitions``, tool call
+arguments and results, and tool error messages) are recorded only with
+``capture_content=True``, as JSON strings.
+
+Hooks are callbacks, not context managers, so the spans are started and
+ended explicitly and never made current: spans opened by the HTTP client or
+by tool handlers are not nested under them. Every span is ended, however the
+run ends: ``on_end`` fires after errors and cancellation too, and ends
+whatever is still open (``error.type`` is the run's error, or ``cancelled``).
+
+One ``OTelHook`` can follow many runs: concurrent runs in different tasks
+(``asyncio.gather``, a task group) are kept apart through a context
+variable, and a run started inside another run's tool handler (an agent used
+as a tool) nests under that tool call's span, the outer run going on after
+it. Runs stepped in turn inside a single task need a hook each
+(``loop.iter(x, hooks=[OTelHook()])``). Telemetry never breaks a
+run: a failure inside the hook is reported as a ``RuntimeWarning``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+    from ..core.turn import Turn
+    from ..loop.hooks import (
+        ChunkInfo,
+        DecisionInfo,
+        EndInfo,
+        ErrorInfo,
+        HandoffInfo,
+        RequestInfo,
+        ResultInfo,
+    )
+    from ..loop.state import LoopState
+
+__all__ = ["OTelHook"]
+
+_INSTALL_HINT = (
+    "rawloop.otel needs OpenTelemetry; install the extra: pip install 'rawloop[otel]' "
+    "(or opentelemetry-api and opentelemetry-sdk)"
+)
+
+_PROVIDER = "openai"
+#: Request body keys recorded as request attributes, by attribute name.
+_REQUEST_PARAMS = {
+    "gen_ai.request.max_tokens": ("max_output_tokens", "max_completion_tokens", "max_tokens"),
+    "gen_ai.request.temperature": ("temperature",),
+    "gen_ai.request.top_p": ("top_p",),
+    "gen_ai.request.frequency_penalty": ("frequency_penalty",),
+    "gen_ai.request.presence_penalty": ("presence_penalty",),
+    "gen_ai.request.seed": ("seed",),
+    "openai.request.service_tier": ("service_tier",),
+}
+
+_Info = TypeVar("_Info")
+
+
+def _load_otel() -> ModuleType:
+    """The ``opentelemetry.trace`` module, or an ``ImportError`` that says what to install."""
+    try:
+        from opentelemetry import trace
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    return trace
+
+
+def _safe(
+    method: Callable[[OTelHook, _Info], None],
+) -> Callable[[OTelHook, _Info], None]:
+    """Run a callback so that a telemetry failure is a warning, never a broken run."""
+
+    @functools.wraps(method)
+    def wrapper(self: OTelHook, info: _Info) -> None:
+        try:
+            method(self, info)
+        except Exception as exc:
+            warnings.warn(
+                f"rawloop.otel: {method.__name__} failed: {exc!r}", RuntimeWarning, stacklevel=2
+            )
+
+    return wrapper
+
+
+@dataclass(eq=False)
+class _Run:
+    """The open spans of one run."""
+
+    span: Span
+    context: Context
+    #: The run this one was started inside (a tool that runs a loop), if any.
+    outer: _Run | None = None
+    chat: Span | None = None
+    chat_iteration: int = -1
+    chat_model: str = ""
+    #: call_id -> open tool spans with their start times (ns), in call order.
+    tools: dict[str, list[tuple[Span, int]]] = field(default_factory=dict)
+    #: tool name -> description, from the tools sent in the last request.
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+class OTelHook:
+    """A hook that turns each run into OpenTelemetry spans (see the module docstring).
+
+    Args:
+        tracer_provider: where the spans go; the global provider by default.
+        capture_content: also record message contents, tool definitions and
+            tool call arguments, results and error messages (they may hold
+            personal data: off by default).
+        agent_name: ``gen_ai.agent.name``, and the run span's name
+            ``invoke_agent {agent_name}``.
+
+    Raises:
+        ImportError: OpenTelemetry is not installed (the ``otel`` extra).
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        capture_content: bool = False,
+        agent_name: str = "rawloop",
+    ) -> None:
+        self._api = _load_otel()
+        self.tracer: Tracer = self._api.get_tracer(
+            "rawloop", __version__, tracer_provider=tracer_provider
+        )
+        self.capture_content = capture_content
+        self.agent_name = agent_name
+        # Per hook object: a context variable set inside a task is seen by
+        # that task only, which keeps concurrent runs apart.
+        self._current: ContextVar[_Run | None] = ContextVar(
+            f"rawloop_otel_run_{id(self):x}", default=None
+        )
+        self._active: list[_Run] = []
+
+    def __repr__(self) -> str:
+        return f"OTelHook(agent_name={self.agent_name!r}, capture_content={self.capture_content})"
+
+    # -- the run ------------------------------------------------------------
+
+    def _begin(self, model: str | None) -> _Run:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": _PROVIDER,
+            "gen_ai.agent.name": self.agent_name,
+        }
+        if model:
+            attributes["gen_ai.request.model"] = model
+        outer = self._current.get()
+        if outer not in self._active:
+            outer = None
+        span = self.tracer.start_span(
+            f"invoke_agent {self.agent_name}",
+            context=self._parent_of_nested(outer) if outer is not None else None,
+            kind=self._api.SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+        run = _Run(span, self._api.set_span_in_context(span), outer)
+        self._current.set(run)
+        self._active.append(run)
+        return run
+
+    def _parent_of_nested(self, outer: _Run) -> Context:
+        """Where a run started inside another run's tool goes: under that tool's span."""
+        call_id = _current_call_id()
+        spans = outer.tools.get(call_id, []) if call_id is not None else []
+        if not spans:
+            open_spans = [pair for pairs in outer.tools.values() for pair in pairs]
+            spans = open_spans if len(open_spans) == 1 else []
+        if spans:
+            return self._api.set_span_in_context(spans[0][0])  # type: ignore[no-any-return]
+        return outer.context
+
+    def _run(self, model: str | None = None) -> _Run:
+        """The run this callback belongs to (begun now if no breakpoint began it)."""
+        run = self._current.get()
+        return run if run is not None else self._begin(model)
+
+    @_safe
+    def on_breakpoint(self, state: LoopState) -> None:
+        """The first breakpoint of a run begins its span."""
+        if state.iteration == 0 or self._current.get() is None:
+            self._begin(state.model)
+
+    @_safe
+    def on_handoff(self, info: HandoffInfo) -> None:
+        """A handoff is an event on the run span."""
+        self._run().span.add_event(
+            "rawloop.handoff",
+            {
+                "rawloop.handoff.from_model": info.from_model,
+                "rawloop.handoff.to_model": info.to_model,
+                "rawloop.handoff.reason": info.reason,
+            },
+        )
+
+    @_safe
+    def on_end(self, info: EndInfo) -> None:
+        """End every span of the run that is still open, then the run span."""
+        run = self._current.get()
+        if run is None or run not in self._active:
+            # on_end can run in another task (an abandoned generator finalised
+            # later): take the only run in progress, if that is unambiguous.
+            if len(self._active) != 1:
+                return
+            run = self._active[0]
+        self._active.remove(run)
+        if self._current.get() is run:
+            # Back to the run this one was nested in, if it is still going.
+            self._current.set(run.outer if run.outer in self._active else None)
+        now = time.time_ns()
+        error = info.error
+        error_type = _error_type(error) if error is not None else "cancelled"
+        if run.chat is not None:
+            self._fail(run.chat, error_type, error, now)
+            run.chat = None
+        for spans in run.tools.values():
+            for span, _ in spans:
+                self._fail(span, error_type, error if self.capture_content else None, now)
+        run.tools.clear()
+        span = run.span
+        usage = info.usage or {}
+        _set_int(span, "gen_ai.usage.input_tokens", usage.get("input_tokens"))
+        _set_int(span, "gen_ai.usage.output_tokens", usage.get("output_tokens"))
+        span.set_attribute("rawloop.stop_reason", info.stop_reason)
+        span.set_attribute("rawloop.iterations", info.iterations)
+        if error is not None:
+            span.record_exception(error, timestamp=now)
+            self._fail(span, error_type, error, now)
+        else:
+            span.end(end_time=now)
+
+    def _fail(self, span: Span, error_type: str, error: BaseException | None, end: int) -> None:
+        span.set_attribute("error.type", error_type)
+        description = _message(error) if error is not None else error_type
+        span.set_status(self._api.Status(self._api.StatusCode.ERROR, description))
+        span.end(end_time=end)
+
+    # -- model calls ----------------------------------------------------------
+
+    @_safe
+    def on_request(self, info: RequestInfo) -> None:
+        """The first attempt of an iteration begins its ``chat`` span; later ones join it."""
+        run = self._run(info.model)
+        span = run.chat
+        if span is not None and run.chat_iteration == info.iteration:
+            if info.model != run.chat_model:  # a fallback model took over
+                run.chat_model = info.model
+                span.update_name(f"chat {info.model}")
+                span.set_attribute("gen_ai.request.model", info.model)
+            return
+        if span is not None:  # an iteration that never decided: not expected, but close it
+            span.end()
+        body = info.json
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": _PROVIDER,
+            "gen_ai.request.model": info.model,
+        }
+        parts = urlsplit(info.url)
+        if parts.hostname:
+            attributes["server.address"] = parts.hostname
+            port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+            if port is not None:
+                attributes["server.port"] = port
+        for name, keys in _REQUEST_PARAMS.items():
+            for key in keys:
+                value = body.get(key)
+                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    attributes[name] = value
+                    break
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            stop = [stop]
+        if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+            attributes["gen_ai.request.stop_sequences"] = stop
+        choices = body.get("n")
+        if isinstance(choices, int) and not isinstance(choices, bool) and choices != 1:
+            attributes["gen_ai.request.choice.count"] = choices
+        conversation = body.get("conversation")
+        if isinstance(conversation, Mapping):
+            conversation = conversation.get("id")
+        if isinstance(conversation, str):
+            attributes["gen_ai.conversation.id"] = conversation
+        tools = body.get("tools")
+        run.descriptions = _descriptions(tools)
+        if self.capture_content:
+            attributes["gen_ai.input.messages"] = _json(_input_messages(body))
+            instructions = body.get("instructions")
+            if isinstance(instructions, str) and instructions:
+                attributes["gen_ai.system_instructions"] = _json(
+                    [{"type": "text", "content": instructions}]
+                )
+            if tools:
+                attributes["gen_ai.tool.definitions"] = _json(tools)
+        run.chat = self.tracer.start_span(
+            f"chat {info.model}",
+            context=run.context,
+            kind=self._api.SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        run.chat_iteration = info.iteration
+        run.chat_model = info.model
+
+    @_safe
+    def on_chunk(self, info: ChunkInfo) -> None:
+        """The first chunk of an attempt gives ``gen_ai.response.time_to_first_chunk``."""
+        if info.offset:
+            return
+        run = self._current.get()
+        if run is not None and run.chat is not None:
+            run.chat.set_attribute("gen_ai.response.time_to_first_chunk", info.elapsed)
+
+    @_safe
+    def on_error(self, info: ErrorInfo) -> None:
+        """A failed attempt is an event on the ``chat`` span; other problems on the run span."""
+        run = self._current.get()
+        if run is None:
+            return
+        attributes: dict[str, str | int | bool] = {
+            "rawloop.where": info.where,
+            "rawloop.attempt": info.attempt,
+            "rawloop.will_retry": info.will_retry,
+        }
+        if info.where == "request" and run.chat is not None:
+            run.chat.record_exception(info.error, attributes=attributes)
+        else:
+            run.span.record_exception(info.error, attributes=attributes)
+
+    @_safe
+    def on_decision(self, info: DecisionInfo) -> None:
+        """End the ``chat`` span with the response; begin a tool span per function call."""
+        run = self._run()
+        turn = info.turn
+        span = run.chat
+        if span is not None:
+            _set_response(span, turn)
+            if self.capture_content:
+                span.set_attribute("gen_ai.output.messages", _json(_output_messages(turn)))
+            span.end()
+            run.chat = None
+        start = time.time_ns()
+        for call in turn.calls:
+            attributes: dict[str, Any] = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.call_id,
+                "gen_ai.tool.type": "function",
+            }
+            description = run.descriptions.get(call.name)
+            if description:
+                attributes["gen_ai.tool.description"] = description
+            if self.capture_content:
+                attributes["gen_ai.tool.call.arguments"] = call.arguments
+            tool_span = self.tracer.start_span(
+                f"execute_tool {call.name}",
+                context=run.context,
+                kind=self._api.SpanKind.INTERNAL,
+                attributes=attributes,
+                start_time=start,
+            )
+            run.tools.setdefault(call.call_id, []).append((tool_span, start))
+
+    # -- tool calls -----------------------------------------------------------
+
+    @_safe
+    def on_result(self, info: ResultInfo) -> None:
+        """End the call's tool span, ``ToolResult.duration`` after it started."""
+        run = self._run()
+        result = info.result
+        now = time.time_ns()
+        duration = max(0, int(result.duration * 1e9))
+        spans = run.tools.get(result.call_id)
+        if spans:
+            span, start = spans.pop(0)
+            if not spans:
+                del run.tools[result.call_id]
+        else:  # a result no decision announced (a runner, a replay): place it before now
+            start = now - duration
+            span = self.tracer.start_span(
+                f"execute_tool {result.name}",
+                context=run.context,
+                kind=self._api.SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": result.name,
+                    "gen_ai.tool.call.id": result.call_id,
+                    "gen_ai.tool.type": "function",
+                },
+                start_time=start,
+            )
+        end = min(start + duration, now) if duration else now
+        if self.capture_content:
+            span.set_attribute("gen_ai.tool.call.result", result.output)
+        error = result.error
+        if error is not None and error.get("type") != "StopLoop":
+            span.set_attribute("error.type", error.get("type") or "error")
+            description = (
+                error.get("message", "") if self.capture_content else error.get("type", "")
+            )
+            span.set_status(self._api.Status(self._api.StatusCode.ERROR, description))
+        span.end(end_time=end)
+
+
+# ---------------------------------------------------------------------------
+# Attributes
+
+
+def _current_call_id() -> str | None:
+    """The id of the tool call being run here, if ``rawloop.tools`` publishes it."""
+    from ..loop import tools
+
+    var = getattr(tools, "current_call_id", None)
+    value = var.get(None) if isinstance(var, ContextVar) else None
+    return value if isinstance(value, str) else None
+
+
+def _error_type(error: BaseException) -> str:
+    """A low-cardinality name for what went wrong (HTTP status, provider code, class)."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return str(status)
+    details = getattr(error, "error", None)
+    if isinstance(details, Mapping):
+        code = details.get("code") or details.get("type")
+        if isinstance(code, str) and code:
+            return code
+    return type(error).__qualname__
+
+
+def _message(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception:
+        text = ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _set_int(span: Span, name: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        span.set_attribute(name, value)
+
+
+def _set_response(span: Span, turn: Turn) -> None:
+    if turn.response_id:
+        span.set_attribute("gen_ai.response.id", turn.response_id)
+    if turn.model:
+        span.set_attribute("gen_ai.response.model", turn.model)
+    span.set_attribute(
+        "gen_ai.response.finish_reasons", [_finish_reason(t) for t in (turn.choices or [turn])]
+    )
+    usage = turn.usage or {}
+    _set_int(
+        span, "gen_ai.usage.input_tokens", usage.get("input_tokens", usage.get("prompt_tokens"))
+    )
+    _set_int(
+        span,
+        "gen_ai.usage.output_tokens",
+        usage.get("output_tokens", usage.get("completion_tokens")),
+    )
+    details_in = usage.get("input_tokens_details") or usage.get("prompt_tokens_details")
+    if isinstance(details_in, Mapping):
+        _set_int(span, "gen_ai.usage.cache_read.input_tokens", details_in.get("cached_tokens"))
+    details_out = usage.get("output_tokens_details") or usage.get("completion_tokens_details")
+    if isinstance(details_out, Mapping):
+        _set_int(span, "gen_ai.usage.reasoning.output_tokens", details_out.get("reasoning_tokens"))
+    tier = (turn.response or {}).get("service_tier")
+    if isinstance(tier, str):
+        span.set_attribute("openai.response.service_tier", tier)
+
+
+def _finish_reason(turn: Turn) -> str:
+    """The provider's finish reason; for the Responses API (which has none) one derived
+    from the status: ``tool_call``, ``stop``, the incomplete reason, or ``error``."""
+    if turn.finish_reason:
+        return turn.finish_reason
+    if turn.status == "failed":
+        return "error"
+    if turn.calls:
+        return "tool_call"
+    if turn.status == "completed":
+        return "stop"
+    return turn.status
+
+
+def _descriptions(tools: Any) -> dict[str, str]:
+    """Tool name -> description, from a request's ``tools`` (either dialect)."""
+    found: dict[str, str] = {}
+    if not isinstance(tools, list):
+        return found
+    for entry in tools:
+        if not isinstance(entry, Mapping):
+            continue
+        function = entry.get("function", entry)
+        if isinstance(function, Mapping):
+            name, description = function.get("name"), function.get("description")
+            if isinstance(name, str) and isinstance(description, str) and description:
+                found[name] = description
+    return found
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# ---------------------------------------------------------------------------
+# Messages, in the GenAI conventions' shape (roles with typed parts)
+
+
+def _arguments(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _content_parts(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, Sequence):
+        parts: list[dict[str, Any]] = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "content": part["text"]})
+            elif isinstance(part, Mapping) and isinstance(part.get("refusal"), str):
+                parts.append({"type": "refusal", "content": part["refusal"]})
+            elif isinstance(part, Mapping):
+                parts.append({"type": str(part.get("type", "unknown")), "content": dict(part)})
+            else:
+                parts.append({"type": "text", "content": str(part)})
+        return parts
+    return [{"type": "unknown", "content": content}]
+
+
+def _chat_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    role = str(message.get("role", "user"))
+    if role == "tool":
+        parts: list[dict[str, Any]] = [
+            {
+                "type": "tool_call_response",
+                "id": message.get("tool_call_id"),
+                "response": message.get("content"),
+            }
+        ]
+    else:
+        parts = _content_parts(message.get("content"))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": function.get("name"),
+                    "arguments": _arguments(function.get("arguments")),
+                }
+            )
+    out: dict[str, Any] = {"role": role, "parts": parts}
+    if isinstance(message.get("name"), str):
+        out["name"] = message["name"]
+    return out
+
+
+def _responses_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    kind = item.get("type", "message")
+    if kind == "message":
+        return {"role": str(item.get("role", "user")), "parts": _content_parts(item.get("content"))}
+    if kind == "function_call":
+        part = {
+            "type": "tool_call",
+            "id": item.get("call_id"),
+            "name": item.get("name"),
+            "arguments": _arguments(item.get("arguments")),
+        }
+        return {"role": "assistant", "parts": [part]}
+    if kind == "function_call_output":
+        part = {
+            "type": "tool_call_response",
+            "id": item.get("call_id"),
+            "response": item.get("output"),
+        }
+        return {"role": "tool", "parts": [part]}
+    if kind == "reasoning":
+        summary = " ".join(
+            s.get("text", "") for s in item.get("summary") or () if isinstance(s, Mapping)
+        )
+        return {"role": "assistant", "parts": [{"type": "reasoning", "content": summary}]}
+    return {
+        "role": str(item.get("role", "assistant")),
+        "parts": [{"type": str(kind), "content": dict(item)}],
+    }
+
+
+def _input_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return [_chat_message(m) for m in messages if isinstance(m, Mapping)]
+    given = body.get("input")
+    if isinstance(given, str):
+        return [{"role": "user", "parts": [{"type": "text", "content": given}]}]
+    if isinstance(given, list):
+        return [_responses_item(i) for i in given if isinstance(i, Mapping)]
+    return []
+
+
+def _output_messages(turn: Turn) -> list[dict[str, Any]]:
+    messages = []
+    for choice in turn.choices or [turn]:
+        parts: list[dict[str, Any]] = []
+        if choice.reasoning:
+            parts.append({"type": "reasoning", "content": choice.reasoning})
+        if choice.text:
+            parts.append({"type": "text", "content": choice.text})
+        if choice.refusal:
+            parts.append({"type": "refusal", "content": choice.refusal})
+        for call in choice.calls:
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.call_id,
+                    "name": call.name,
+                    "arguments": _arguments(call.arguments),
+                }
+            )
+        messages.append(
+            {"role": "assistant", "parts": parts, "finish_reason": _finish_reason(choice)}
+        )
+    return messages

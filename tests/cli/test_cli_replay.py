@@ -1,0 +1,136 @@
+"""`rawloop replay`: the README's main job, its exit codes and its options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rawloop.cli.main import main
+from rawloop.trace.format import Trace
+
+ROOT = Path(__file__).parents[2]
+ROUNDTRIP = str(ROOT / "traces" / "tool-roundtrip.jsonl")
+
+
+def test_the_readme_main_job_replays_over_the_built_in_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = "pip install -e . && rawloop replay traces/tool-roundtrip.jsonl --server"
+    assert command in readme
+    assert main(["replay", ROUNDTRIP, "--server"]) == 0
+    out = capsys.readouterr().out
+    assert "POST http://127.0.0.1:" in out  # it went over a real loopback socket
+    assert out.rstrip().endswith("every request matched the recording")
+
+
+def test_replaying_a_bundled_trace_prints_the_timeline_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["replay", ROUNDTRIP]) == 0
+    out = capsys.readouterr().out
+    assert "call multiply" in out and "2869461" in out and "2,869,461" in out
+    assert out.rstrip().endswith("every request matched the recording")
+
+
+def test_a_fault_is_survived_and_a_saved_replay_is_a_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "again.jsonl"
+    code = main(["replay", ROUNDTRIP, "-q", "--fault", "iter=1:status=429", "--save", str(saved)])
+    assert code == 0
+    trace = Trace.load(saved)
+    assert [e.response["status"] for e in trace.exchanges() if e.response] == [200, 429, 200]
+    assert main(["replay", str(saved), "-q"]) == 0  # the replay of a replay is identical too
+
+
+def test_live_tools_that_changed_exit_1_and_say_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tools = tmp_path / "tools.py"
+    tools.write_text(
+        "from rawloop import tool\n\n"
+        "@tool\n"
+        "def multiply(a: int, b: int) -> int:\n"
+        '    """Multiply two numbers."""\n'
+        "    return a * b + 1\n"
+    )
+    code = main(["replay", ROUNDTRIP, "-q", "--live-tools", "--tools", str(tools)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "diverged: iteration 1" in out and "input[2].output" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["replay", "nope.jsonl"], "cannot read trace"),
+        (["replay", ROUNDTRIP, "--chunking", "sideways"], "unknown chunking"),
+        (["replay", ROUNDTRIP, "--fault", "iter=0:explode"], "exactly one action"),
+        (["replay", ROUNDTRIP, "--live-tools"], "needs --tools"),
+        (["replay", ROUNDTRIP, "--hook", "missing_hook.py"], "no such file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_a_broken_trace_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.jsonl"
+    lines = Path(ROUNDTRIP).read_text().splitlines()
+    lines[3] = "{not json"
+    broken.write_text("\n".join(lines) + "\n")
+    assert main(["replay", str(broken)]) == 2
+    assert "line 4" in capsys.readouterr().err
+
+
+def test_replay_over_a_real_socket_with_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "replay",
+            ROUNDTRIP,
+            "--server",
+            "-q",
+            "--fault",
+            "iter=0,attempt=0:drop",
+            "--chunking",
+            "hostile",
+        ]
+    )
+    assert code == 0, capsys.readouterr()
+    assert "identical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay", ROUNDTRIP],
+        ["show", ROUNDTRIP, "--raw"],
+        ["parse", str(ROOT / "tests" / "corpus" / "responses-logprobs-large-1.sse"), "--json"],
+    ],
+    ids=["replay", "show-raw", "parse-json"],
+)
+def test_a_reader_that_leaves_early_is_not_an_error(args: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # `rawloop ... | head`: here the reader is gone before anything is written.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rawloop.cli", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 0, proc.stderr
+    assert b"Broken pipe" not in proc.stderr and b"Exception ignored" not in proc.stderr
