@@ -1,0 +1,160 @@
+"""``rawloop replay`` and ``serve``: a trace against the loop, or served on a port."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import RawloopError
+from .common import load_trace, use_color, warn_about
+
+__all__ = ["add_commands"]
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import anyio
+
+    from ..loop.tool_files import load_module, tools_in
+    from ..replay.chunking import CHUNKINGS
+    from ..replay.replayer import loop_from_trace, replay
+    from ..trace.recorder import TraceRecorder
+    from ..trace.show import render
+
+    if args.chunking not in CHUNKINGS:
+        raise RawloopError(
+            f"unknown chunking {args.chunking!r}; choose from {', '.join(CHUNKINGS)}"
+        )
+    if args.live_tools and not args.tools:
+        raise RawloopError("--live-tools needs --tools FILE.py with the real tool functions")
+    trace = load_trace(args.trace)
+    warn_about(trace)
+    hooks = [load_module(path) for path in args.hook]
+    tools = [t for path in args.tools for t in tools_in(load_module(path))]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.save) if args.save else Path(tmp) / "replay.jsonl"
+        recorder = TraceRecorder(out, metadata={"replay_of": str(args.trace)})
+
+        async def go() -> Any:
+            loop = loop_from_trace(trace, rate=args.rate, tools=tools) if tools else None
+            common: dict[str, Any] = {
+                "rate": args.rate,
+                "chunking": args.chunking,
+                "seed": args.seed,
+                "faults": args.fault,
+                "live_tools": args.live_tools,
+                "hooks": [recorder, *hooks],
+            }
+            if args.server:
+                from ..replay.server import replay_over_http
+
+                return await replay_over_http(trace, loop, **common)
+            return await replay(trace, loop, on_divergence=args.on_divergence, **common)
+
+        report = anyio.run(go)
+        recorder.close()
+        if not args.quiet and out.exists():
+            replayed = load_trace(str(out))
+            replayed.path = f"replay of {args.trace}"
+            sys.stdout.write(render(replayed, color=use_color()))
+    for difference in report.tool_differences:
+        sys.stdout.write(
+            f"tool output changed: {difference['name']} {difference['call_id']}: "
+            f"recorded {difference['recorded']!r}, now {difference['actual']!r}\n"
+        )
+    sys.stdout.write(f"replay of {args.trace}: {report}\n")
+    if args.save:
+        sys.stdout.write(f"replayed run saved to {args.save}\n")
+    return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..replay.server import run_server
+
+    return run_server(
+        list(args.traces),
+        args.host,
+        args.port,
+        script=args.script,
+        chunking=args.chunking,
+        rate=args.rate,
+        faults=args.fault,
+        seed=args.seed,
+    )
+
+
+def add_commands(sub: Any) -> None:
+    """Add this module's subcommands to ``sub`` (an argparse subparsers object)."""
+    p = sub.add_parser(
+        "replay",
+        help="replay a trace through the loop against a fake server and compare",
+        description="Replay TRACE through a real rawloop loop, answered from the trace, "
+        "and say whether every request matched the recording. Exit 0 identical, "
+        "1 diverged, 2 bad input or an error during the run.",
+    )
+    p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="pace chunks at R x the recorded gaps (0: at once)"
+    )
+    p.add_argument("--chunking", default="recorded", help="recorded | events | bytes | hostile")
+    p.add_argument("--seed", type=int, default=0, help="seed for hostile chunking")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help='e.g. "iter=1,attempt=0:status=429,retry-after=1"',
+    )
+    p.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a hook module to load (repeatable)",
+    )
+    p.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a module of @rawloop.tool functions",
+    )
+    p.add_argument(
+        "--live-tools",
+        action="store_true",
+        help="run the real tools instead of the recorded results",
+    )
+    p.add_argument(
+        "--on-divergence",
+        choices=("raise", "warn"),
+        default="raise",
+        help="stop at the first divergence, or warn and go on",
+    )
+    p.add_argument("--save", metavar="FILE", help="write the replayed run as a trace")
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="replay over a real loopback HTTP server instead of in process",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve traces (or a script of turns) on a loopback OpenAI-compatible HTTP server",
+        description="Answer POST /v1/responses and /v1/chat/completions from recorded traces, "
+        "streaming or not, so any client (the official SDKs, curl) can be pointed at a "
+        "recording. Stops cleanly on SIGINT/SIGTERM.",
+    )
+    p.add_argument("traces", nargs="*", metavar="TRACE", help="trace files to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    p.add_argument("--script", metavar="FILE", help="a JSON script of turns to serve instead")
+    p.add_argument("--chunking", default="recorded", help="recorded | events | bytes | hostile")
+    p.add_argument("--seed", type=int, default=0, help="seed for hostile chunking")
+    p.add_argument("--rate", type=float, default=0.0, help="pace chunks at R x the recorded gaps")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="a fault to inject")
+    p.set_defaults(func=_cmd_serve)

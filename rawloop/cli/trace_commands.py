@@ -1,0 +1,107 @@
+"""``rawloop parse``, ``show`` and ``diff``: reading streams and traces."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..core.parse import DIALECTS, parse_stream
+from .common import load_trace, use_color, warn_about
+
+__all__ = ["add_commands"]
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    data = Path(args.file).read_bytes()
+    turn = parse_stream(data, args.dialect)
+    if args.json:
+        sys.stdout.write(orjson.dumps(turn.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out = sys.stdout
+    out.write(f"{turn.dialect} response {turn.response_id} ({turn.model}): {turn.status}\n")
+    if turn.reasoning:
+        out.write(f"reasoning: {len(turn.reasoning)} chars\n")
+    if turn.text:
+        out.write(f"text: {turn.text}\n")
+    for call in turn.calls:
+        out.write(f"call {call.name}({call.arguments}) id={call.call_id}\n")
+    if turn.usage:
+        out.write(f"usage: {orjson.dumps(turn.usage).decode()}\n")
+    for warning in turn.warnings:
+        out.write(f"warning: {warning}\n")
+    out.write(f"{turn.event_count} events\n")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from ..trace.show import as_json, raw, render
+
+    trace = load_trace(args.trace)
+    if args.raw:
+        warn_about(trace)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(raw(trace))
+        sys.stdout.buffer.flush()
+    elif args.json:
+        warn_about(trace)
+        text = orjson.dumps(as_json(trace), option=orjson.OPT_INDENT_2).decode()
+        sys.stdout.write(text + "\n")
+    else:
+        sys.stdout.write(render(trace, color=use_color()))
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from ..trace.diff import DEFAULT_IGNORE, diff
+
+    a, b = load_trace(args.a), load_trace(args.b)
+    ignore = () if args.no_default_ignore else DEFAULT_IGNORE
+    result = diff(a, b, ignore=(*ignore, *args.ignore), strict_chunks=args.strict_chunks)
+    sys.stdout.write(f"A: {a.path}\nB: {b.path}\n{result}\n")
+    return 0 if result.equal else 1
+
+
+def add_commands(sub: Any) -> None:
+    """Add this module's subcommands to ``sub`` (an argparse subparsers object)."""
+    p = sub.add_parser("parse", help="parse a raw SSE response body and print its turn")
+    p.add_argument("file", help="a file holding a streamed response body")
+    p.add_argument("--dialect", choices=DIALECTS, default="responses")
+    p.add_argument("--json", action="store_true", help="print the turn as JSON")
+    p.set_defaults(func=_cmd_parse)
+
+    p = sub.add_parser("show", help="print a wire trace as a timeline (or its raw bytes, or JSON)")
+    p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument(
+        "--raw", action="store_true", help="write every response body exactly as received"
+    )
+    form.add_argument("--json", action="store_true", help="print the trace grouped, as JSON")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser(
+        "diff", help="where two traces first differ (exit 0 equal, 1 different, 2 bad input)"
+    )
+    p.add_argument("a", help="the first trace")
+    p.add_argument("b", help="the second trace")
+    p.add_argument(
+        "--strict-chunks",
+        action="store_true",
+        help="count different chunk boundaries (same bytes) as a difference",
+    )
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="also skip paths matching this pattern (e.g. 'decision.turn.response_id'); repeatable",
+    )
+    p.add_argument(
+        "--no-default-ignore",
+        action="store_true",
+        help="compare timings, dates, request ids and versions too",
+    )
+    p.set_defaults(func=_cmd_diff)
