@@ -1,111 +1,33 @@
-"""Reading a wire trace: a timeline for people, the raw bytes, and a machine form.
+"""Reading a wire trace: the raw bytes and a machine form (the timeline lives in ``timeline``).
 
-``render(trace)`` is the timeline ``rawloop show`` prints: per iteration the
-breakpoint edits, each HTTP attempt (request summary, status, timing, errors
-and retries), the model's decision and the tool results, then how the run
-ended. ``raw(trace)`` gives back every response body exactly as received,
-``as_json(trace)`` the same structure as plain JSON.
+``raw(trace)`` gives back every response body exactly as received,
+``as_json(trace)`` the trace grouped the way the timeline is, as plain JSON.
+``render`` (the terminal timeline ``rawloop show`` prints) is re-exported
+from ``rawloop.trace.timeline`` for the callers that import it from here.
 
 Request headers are never shown: only how many were sent and which were
-redacted. Everything taken from the trace is shown with control characters
-escaped, so a hostile stream cannot drive the terminal.
+redacted.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from ..core.redact import SENSITIVE_HEADERS
-from .format import Exchange, Record, Trace, chunk_bytes
+from .format import Exchange, Trace, chunk_bytes
+from .runs import (
+    Iteration,
+    Run,
+    group_runs,
+    header_summary,
+    safe,
+    safe_headers,
+    status_of,
+    target,
+    timing,
+)
+from .timeline import render
 
 __all__ = ["as_json", "raw", "render"]
-
-#: How much of a tool output the timeline shows.
-OUTPUT_LIMIT = 200
-#: How many of the last input items a request summary names.
-LAST_ITEMS = 3
-
-_BODY_KEYS = frozenset({"model", "input", "messages", "tools", "instructions", "stream"})
-
-
-# -- grouping records ---------------------------------------------------------------
-
-
-@dataclass
-class _Iteration:
-    number: int
-    edits: list[dict[str, Any]] = field(default_factory=list)
-    exchanges: list[Exchange] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    results: list[dict[str, Any]] = field(default_factory=list)
-    # errors not tied to an HTTP attempt (tools, hooks) and record kinds this module does not know
-    notes: list[Record] = field(default_factory=list)
-
-
-@dataclass
-class _Run:
-    header: dict[str, Any]
-    iterations: list[_Iteration] = field(default_factory=list)
-    loose: list[Record] = field(default_factory=list)  # records without an iteration
-    end: dict[str, Any] | None = None
-    last: Record | None = None
-
-
-def _runs(trace: Trace) -> list[_Run]:
-    """The records grouped by run (a file appended to holds several), iteration and attempt."""
-    runs = [_Run(trace.header)]
-    by_number: dict[int, _Iteration] = {}
-    exchanges: dict[tuple[int, int], Exchange] = {}
-    for record in trace.records:
-        if record.kind == "header":
-            runs.append(_Run(record.data))
-            by_number, exchanges = {}, {}
-            continue
-        run = runs[-1]
-        run.last = record
-        if record.kind == "end":
-            run.end = record.data
-            continue
-        if "iteration" not in record.data:
-            run.loose.append(record)
-            continue
-        number = record.iteration
-        iteration = by_number.get(number)
-        if iteration is None:
-            iteration = by_number[number] = _Iteration(number)
-            run.iterations.append(iteration)
-        kind, data = record.kind, record.data
-        key = (number, record.attempt)
-        if kind == "request":
-            exchange = exchanges[key] = Exchange(number, record.attempt, data)
-            iteration.exchanges.append(exchange)
-        elif kind in ("response", "chunk") or (kind == "error" and data.get("where") == "request"):
-            exchange = exchanges.get(key) or Exchange(number, record.attempt, {})
-            if key not in exchanges:  # its request record is missing (refused, or cut)
-                exchanges[key] = exchange
-                iteration.exchanges.append(exchange)
-            if kind == "response":
-                exchange.response = data
-            elif kind == "chunk":
-                exchange.chunks.append(data)
-            elif exchange.error is None:
-                exchange.error = data
-            else:
-                iteration.notes.append(record)
-        elif kind == "edit":
-            iteration.edits.extend(data["patch"])
-        elif kind == "decision":
-            iteration.decisions.append(data["turn"])
-        elif kind == "result":
-            iteration.results.append(data)
-        else:
-            iteration.notes.append(record)
-    return runs
 
 
 # -- raw ------------------------------------------------------------------------------------
@@ -118,7 +40,7 @@ def raw(trace: Trace) -> bytes:
     and ends with a newline; the bytes after it, up to the next separator, are
     the recorded chunks joined, unchanged (a body need not end with a newline).
     """
-    runs = _runs(trace)
+    runs = group_runs(trace)
     out = bytearray()
     for number, run in enumerate(runs, start=1):
         prefix = f"run {number} " if len(runs) > 1 else ""
@@ -127,24 +49,11 @@ def raw(trace: Trace) -> bytes:
                 body = b"".join(chunk_bytes(c) for c in exchange.chunks)
                 line = (
                     f"--- {prefix}iteration {exchange.iteration} attempt {exchange.attempt}: "
-                    f"{_target(exchange)} -> {_status(exchange)} ({len(body)} bytes) ---\n"
+                    f"{target(exchange)} -> {status_of(exchange)} ({len(body)} bytes) ---\n"
                 )
-                out += _safe(line).encode()
+                out += safe(line).encode()
                 out += body
     return bytes(out)
-
-
-def _target(exchange: Exchange) -> str:
-    request = exchange.request
-    if not request:
-        return "(request not recorded)"
-    return f"{request.get('method', 'POST')} {request.get('url', '?')}"
-
-
-def _status(exchange: Exchange) -> str:
-    if exchange.response is not None:
-        return str(exchange.response.get("status"))
-    return "no response"
 
 
 # -- JSON -----------------------------------------------------------------------------------
@@ -161,7 +70,7 @@ def as_json(trace: Trace) -> dict[str, Any]:
     and ``error``), ``decision`` (the turn), ``results`` and ``errors``.
     ``later_runs`` lists further runs appended to the same file, in the same shape.
     """
-    runs = _runs(trace)
+    runs = group_runs(trace)
     first = _run_json(runs[0])
     return {
         "path": trace.path,
@@ -174,7 +83,7 @@ def as_json(trace: Trace) -> dict[str, Any]:
     }
 
 
-def _run_json(run: _Run) -> dict[str, Any]:
+def _run_json(run: Run) -> dict[str, Any]:
     return {
         "header": run.header,
         "iterations": [_iteration_json(i) for i in run.iterations],
@@ -183,7 +92,7 @@ def _run_json(run: _Run) -> dict[str, Any]:
     }
 
 
-def _iteration_json(iteration: _Iteration) -> dict[str, Any]:
+def _iteration_json(iteration: Iteration) -> dict[str, Any]:
     return {
         "iteration": iteration.number,
         "edits": iteration.edits,
@@ -199,13 +108,13 @@ def _iteration_json(iteration: _Iteration) -> dict[str, Any]:
 def _exchange_json(exchange: Exchange) -> dict[str, Any]:
     request = exchange.request
     response = exchange.response
-    first, last = _timing(exchange)
+    first, last = timing(exchange)
     return {
         "attempt": exchange.attempt,
         "request": {
             "method": request.get("method"),
             "url": request.get("url"),
-            "headers": _header_summary(request.get("headers")),
+            "headers": header_summary(request.get("headers")),
             "body": request.get("body"),
         }
         if request
@@ -214,7 +123,7 @@ def _exchange_json(exchange: Exchange) -> dict[str, Any]:
             "status": response.get("status"),
             "request_id": response.get("request_id"),
             "t": response.get("t"),
-            "headers": _safe_headers(response.get("headers")),
+            "headers": safe_headers(response.get("headers")),
         }
         if response is not None
         else None,
@@ -230,405 +139,3 @@ def _exchange_json(exchange: Exchange) -> dict[str, Any]:
 
 def _strip(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("kind", "iteration")}
-
-
-def _header_summary(headers: Any) -> dict[str, Any]:
-    """How many request headers went out and which were redacted: never their values."""
-    if not isinstance(headers, dict):
-        return {"count": 0, "names": [], "redacted": []}
-    return {
-        "count": len(headers),
-        "names": sorted(headers),
-        "redacted": sorted(k for k, v in headers.items() if _is_redacted(k, v)),
-    }
-
-
-def _safe_headers(headers: Any) -> dict[str, str]:
-    if not isinstance(headers, dict):
-        return {}
-    return {k: str(v) for k, v in headers.items() if not _is_redacted(k, v)}
-
-
-def _is_redacted(name: str, value: Any) -> bool:
-    return name.lower() in SENSITIVE_HEADERS or "[REDACTED" in str(value)
-
-
-def _timing(exchange: Exchange) -> tuple[float | None, float | None]:
-    times = [c["t"] for c in exchange.chunks if isinstance(c.get("t"), (int, float))]
-    return (times[0], times[-1]) if times else (None, None)
-
-
-# -- the timeline -----------------------------------------------------------------------------
-
-_CODES = {
-    "bold": "\x1b[1m",
-    "dim": "\x1b[2m",
-    "red": "\x1b[31m",
-    "green": "\x1b[32m",
-    "yellow": "\x1b[33m",
-    "magenta": "\x1b[35m",
-    "cyan": "\x1b[36m",
-}
-_RESET = "\x1b[0m"
-
-
-class _Out:
-    """Lines of the timeline, each with one style; escaped and coloured at the end."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[int, str, str]] = []
-
-    def add(self, depth: int, text: str, style: str = "") -> None:
-        self.lines.append((depth, text, style))
-
-    def block(self, depth: int, text: str, style: str = "") -> None:
-        """A multi-line text, one indented line per line (an empty text gives one empty line)."""
-        for line in text.splitlines() or [""]:
-            self.add(depth, line, style)
-
-    def text(self, color: bool) -> str:
-        out = []
-        for depth, text, style in self.lines:
-            line = "  " * depth + _safe(text)
-            if color and style:
-                line = "".join(_CODES[s] for s in style.split()) + line + _RESET
-            out.append(line)
-        return "\n".join(out) + "\n"
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _safe(text: str) -> str:
-    """Control characters (ESC above all) made visible, so trace content cannot drive a terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
-
-
-def render(trace: Trace, *, color: bool = False) -> str:
-    """The trace as a timeline a person can read; ANSI colour only when ``color`` is true."""
-    out = _Out()
-    runs = _runs(trace)
-    out.add(0, f"trace {trace.path}", "bold")
-    for warning in trace.warnings:
-        out.add(0, f"warning: {warning}", "yellow")
-    for number, run in enumerate(runs, start=1):
-        if len(runs) > 1:
-            out.add(0, f"=== run {number} of {len(runs)} ===", "bold")
-        _render_header(out, run.header)
-        for iteration in run.iterations:
-            _render_iteration(out, iteration)
-        for record in run.loose:
-            _render_note(out, 0, record)
-        _render_end(out, run, trace)
-    return out.text(color)
-
-
-def _render_header(out: _Out, header: dict[str, Any]) -> None:
-    fields = [
-        f"dialect={header.get('dialect', '?')}",
-        f"model={header.get('model', '?')}",
-        f"base_url={header.get('base_url', '?')}",
-        f"created={header.get('created', '?')}",
-        f"rawloop={header.get('rawloop', '?')}",
-        f"format={header.get('format', '?')} v{header.get('version', '?')}",
-    ]
-    out.add(0, " ".join(fields))
-    if header.get("metadata"):
-        out.add(0, f"metadata: {_json(header['metadata'])}")
-
-
-def _render_iteration(out: _Out, iteration: _Iteration) -> None:
-    out.add(0, "")
-    out.add(0, f"iteration {iteration.number}", "bold")
-    # A handoff happens before the breakpoint: say so before its edits.
-    for record in iteration.notes:
-        if record.kind == "handoff":
-            _render_note(out, 1, record)
-    if iteration.edits:
-        out.add(1, f"breakpoint edits ({len(iteration.edits)}):", "magenta")
-        for op in iteration.edits:
-            out.add(2, _describe_op(op), "magenta")
-    previous: dict[str, Any] | None = None
-    for exchange in iteration.exchanges:
-        _render_exchange(out, exchange, previous)
-        previous = exchange.request or previous
-    for turn in iteration.decisions:
-        _render_decision(out, turn)
-    for result in iteration.results:
-        _render_result(out, result)
-    for record in iteration.notes:
-        if record.kind != "handoff":
-            _render_note(out, 1, record)
-
-
-def _describe_op(op: dict[str, Any]) -> str:
-    text = f"{op.get('op', '?')} {op.get('path', '')}"
-    if "from" in op:
-        text += f" from {op['from']}"
-    if "value" in op:
-        text += f" = {_json(op['value'], 200)}"
-    return text
-
-
-def _render_exchange(out: _Out, exchange: Exchange, previous: dict[str, Any] | None) -> None:
-    out.add(1, f"attempt {exchange.attempt}: {_target(exchange)}", "bold")
-    request = exchange.request
-    if request:
-        body = request.get("body")
-        if previous is not None and body == previous.get("body"):
-            out.add(2, f"same request body as attempt {previous.get('attempt')}", "dim")
-        elif isinstance(body, dict):
-            for line in _request_summary(body):
-                out.add(2, line)
-        headers = _header_summary(request.get("headers"))
-        redacted = f" (redacted: {', '.join(headers['redacted'])})" if headers["redacted"] else ""
-        out.add(2, f"headers: {headers['count']} sent{redacted}", "dim")
-    response = exchange.response
-    if response is None:
-        out.add(2, "no response", "red")
-    else:
-        status = response.get("status")
-        parts = [f"response {status}"]
-        if response.get("request_id"):
-            parts.append(f"request id {response['request_id']}")
-        if isinstance(response.get("t"), (int, float)):
-            parts.append(f"headers after {_secs(response['t'])}")
-        processing = _safe_headers(response.get("headers")).get("openai-processing-ms")
-        if processing:
-            parts.append(f"openai-processing-ms {processing}")
-        ok = isinstance(status, int) and status < 300
-        out.add(2, ", ".join(parts), "green" if ok else "red")
-    if exchange.chunks:
-        first, last = _timing(exchange)
-        size = sum(len(chunk_bytes(c)) for c in exchange.chunks)
-        timing = ""
-        if first is not None and last is not None:
-            timing = f", first byte {_secs(first)}, last byte {_secs(last)}"
-        chunks = _plural(len(exchange.chunks), "chunk")
-        out.add(2, f"stream: {chunks}, {size} bytes{timing}", "dim")
-        status = response.get("status") if response is not None else None
-        if isinstance(status, int) and status >= 300:  # an error answer: short, and telling
-            body = b"".join(chunk_bytes(c) for c in exchange.chunks)
-            out.add(2, f"body: {_clip(body.decode(errors='replace'), 300)}", "red")
-    elif response is not None:
-        out.add(2, "stream: no body recorded", "dim")
-    if exchange.error is not None:
-        out.add(2, _describe_error(exchange.error), "yellow" if _retried(exchange.error) else "red")
-
-
-def _request_summary(body: dict[str, Any]) -> list[str]:
-    lines = [f"model: {body.get('model', '?')}"]
-    if "instructions" in body and body["instructions"] is not None:
-        lines.append(f"instructions: {_clip(str(body['instructions']), 100)}")
-    items = body.get("input", body.get("messages"))
-    noun = "message" if "messages" in body else "input item"
-    if isinstance(items, list):
-        kinds = [_item_kind(i) for i in items[-LAST_ITEMS:]]
-        more = "..., " if len(items) > LAST_ITEMS else ""
-        lines.append(f"{_plural(len(items), noun)}: {more}{', '.join(kinds)}")
-    elif isinstance(items, str):
-        lines.append(f"input: text, {len(items)} chars: {_clip(items, 100)}")
-    tools = body.get("tools")
-    if isinstance(tools, list) and tools:
-        lines.append(f"tools: {', '.join(_tool_name(t) for t in tools)}")
-    params = [
-        f"{k}={_json(v, 60)}"
-        for k, v in body.items()
-        if k not in _BODY_KEYS and not (k == "stream_options" and v == {"include_usage": True})
-    ]
-    if body.get("stream") is not True:
-        params.append(f"stream={_json(body.get('stream'))}")
-    if params:
-        lines.append(f"params: {' '.join(params)}")
-    return lines
-
-
-def _item_kind(item: Any) -> str:
-    """A few words for one input item or message: its type or role, and the call it is about."""
-    if not isinstance(item, dict):
-        return type(item).__name__
-    kind, role = item.get("type"), item.get("role")
-    if kind == "function_call":
-        return f"function_call {item.get('name')}"
-    if kind == "function_call_output":
-        return f"function_call_output {item.get('call_id')}"
-    if role == "assistant" and item.get("tool_calls"):
-        names = [str(c.get("function", {}).get("name")) for c in item["tool_calls"]]
-        return f"assistant tool_calls {','.join(names)}"
-    if role == "tool":
-        return f"tool {item.get('tool_call_id')}"
-    if role:
-        return str(role) if kind in (None, "message") else f"{kind} {role}"
-    return str(kind or "?")
-
-
-def _tool_name(tool: Any) -> str:
-    if not isinstance(tool, dict):
-        return "?"
-    function = tool.get("function")
-    name = tool.get("name") or (function.get("name") if isinstance(function, dict) else None)
-    return str(name or tool.get("type") or "?")
-
-
-def _render_decision(
-    out: _Out, turn: dict[str, Any], depth: int = 1, label: str = "decision"
-) -> None:
-    parts = [f"{label}: {turn.get('status', '?')}"]
-    if turn.get("finish_reason"):
-        parts.append(f"finish_reason {turn['finish_reason']}")
-    if turn.get("response_id"):
-        parts.append(f"response {turn['response_id']}")
-    if turn.get("model"):
-        parts.append(f"model {turn['model']}")
-    if turn.get("event_count"):
-        parts.append(f"{turn['event_count']} events")
-    out.add(depth, ", ".join(parts), "bold")
-    text = turn.get("text") or ""
-    if text:
-        out.add(depth + 1, f"text ({len(text)} chars):")
-        out.block(depth + 2, text, "green")
-    if turn.get("reasoning"):
-        out.add(depth + 1, f"reasoning: {len(turn['reasoning'])} chars", "dim")
-    if turn.get("refusal"):
-        out.add(depth + 1, "refusal:", "red")
-        out.block(depth + 2, str(turn["refusal"]), "red")
-    for call in turn.get("calls") or ():
-        out.add(
-            depth + 1,
-            f"call {call.get('name')}({call.get('arguments', '')}) id={call.get('call_id')}",
-            "cyan",
-        )
-    if turn.get("usage"):
-        out.add(depth + 1, f"usage: {_usage(turn['usage'])}", "dim")
-    if turn.get("error"):
-        out.add(depth + 1, f"error: {_json(turn['error'], 300)}", "red")
-    for warning in turn.get("warnings") or ():
-        out.add(depth + 1, f"warning: {warning}", "yellow")
-    unknown = turn.get("unknown_events") or ()
-    if unknown:
-        types = sorted({str(e.get("type", "?")) if isinstance(e, dict) else "?" for e in unknown})
-        out.add(depth + 1, f"unknown events: {len(unknown)} ({', '.join(types)})", "yellow")
-    for number, choice in enumerate(turn.get("choices") or ()):
-        if number:  # choice 0 is the turn itself
-            _render_decision(out, choice, depth + 1, f"choice {number}")
-
-
-def _render_result(out: _Out, result: dict[str, Any]) -> None:
-    duration = result.get("duration")
-    took = f" ({_secs(duration)})" if isinstance(duration, (int, float)) else ""
-    error = result.get("error")
-    out.add(
-        1,
-        f"result {result.get('name')} id={result.get('call_id')}{took}",
-        "red bold" if error else "bold",
-    )
-    output = result.get("output")
-    text = output if isinstance(output, str) else _json(output)
-    if len(text) > OUTPUT_LIMIT:
-        out.add(2, f"output (first {OUTPUT_LIMIT} of {len(text)} chars; truncated):")
-        out.block(3, text[:OUTPUT_LIMIT] + " ...")
-    else:
-        out.add(2, "output:")
-        out.block(3, text)
-    if error:
-        if isinstance(error, dict):
-            out.add(2, f"error: {error.get('type', '?')}: {error.get('message', '')}", "red")
-        else:
-            out.add(2, f"error: {error}", "red")
-
-
-def _render_note(out: _Out, depth: int, record: Record) -> None:
-    if record.kind == "error":
-        out.add(depth, _describe_error(record.data), "red")
-    elif record.kind == "handoff":
-        data = record.data
-        reason = f": {data['reason']}" if data.get("reason") else ""
-        out.add(depth, f"handoff: {data.get('from_model')} -> {data.get('to_model')}{reason}")
-    else:
-        fields = {k: v for k, v in record.data.items() if k != "kind"}
-        out.add(depth, f"[{record.kind} record, line {record.line}] {_json(fields, 300)}", "dim")
-
-
-def _describe_error(error: dict[str, Any]) -> str:
-    where = error.get("where")
-    place = f" ({where})" if where and where != "request" else ""
-    text = f"error{place}: {error.get('type', '?')}: {error.get('message', '')}"
-    if _retried(error):
-        delay = error.get("delay")
-        text += f"; retrying in {_secs(delay) if isinstance(delay, (int, float)) else '?'}"
-    elif where == "request":
-        text += "; not retried"
-    return text
-
-
-def _retried(error: dict[str, Any]) -> bool:
-    return bool(error.get("will_retry"))
-
-
-def _render_end(out: _Out, run: _Run, trace: Trace) -> None:
-    out.add(0, "")
-    end = run.end
-    if end is None:
-        where = f"line {run.last.line} ({run.last.kind} record)" if run.last else "the header"
-        out.add(
-            0,
-            f"NO END RECORD: the trace was cut short after {where}; "
-            "the run crashed, was killed, or was still going",
-            "red bold",
-        )
-        if trace.warnings:
-            out.add(1, "(and its last line was incomplete: see the warning above)", "red")
-        return
-    parts = [f"end: {end.get('stop_reason')}"]
-    if end.get("iterations") is not None:
-        parts.append(f"{_plural(int(end['iterations']), 'iteration')}")
-    if isinstance(end.get("duration"), (int, float)):
-        parts.append(f"in {_secs(end['duration'])}")
-    failed = bool(end.get("error"))
-    out.add(0, ", ".join(parts), "red bold" if failed else "bold")
-    if end.get("usage"):
-        out.add(1, f"usage: {_usage(end['usage'])}")
-    if failed:
-        out.add(1, f"error: {end['error']}", "red")
-
-
-# -- small formatting helpers ------------------------------------------------------------------
-
-
-def _usage(usage: Any) -> str:
-    if not isinstance(usage, dict):
-        return _json(usage)
-    # Nested details (cached_tokens, reasoning_tokens...) only when they say something.
-    return " ".join(
-        f"{k}={v}" for k, v in _flatten(usage, "") if v is not None and ("." not in k or v)
-    )
-
-
-def _flatten(value: dict[str, Any], prefix: str) -> Iterable[tuple[str, Any]]:
-    for key, item in value.items():
-        if isinstance(item, dict):
-            yield from _flatten(item, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", item
-
-
-def _json(value: Any, limit: int | None = None) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return _clip(text, limit) if limit is not None else text
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def _secs(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    return f"{seconds:.2f} s"
