@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     step_command.add_commands(sub)
     capture_commands.add_commands(sub)
 
-    from ..serve.app import add_serve_agent_command
+    from ..serve.command import add_serve_agent_command
     from .tools_command import add_parser as add_tools_parser
 
     add_serve_agent_command(sub)

@@ -57,27 +57,17 @@ otherwise.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import inspect
 import logging
-import os
-import sys
-from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from ..core.errors import APIError, ConfigurationError, RawloopError, StreamError
-from ..core.redact import redact_headers
-from ..loop.hooks import ErrorInfo, EventInfo, ResultInfo
+from ..core.errors import ConfigurationError
 from ..loop.loop import Loop
 from ..loop.state import RunResult
-from ..loop.tool_files import load_module
-from ..loop.validate import json_type
+from .answers import EventHooks, failure, log_failure, status_of, summary, transcript
 from .asgi import (
     ClientDisconnected,
     Emit,
@@ -88,13 +78,23 @@ from .asgi import (
     Send,
     error_document,
     header,
-    read_body,
     route_path,
     send_json,
     serve_events,
     until_disconnect,
 )
-from .sessions import SessionStore, check_name
+from .requests import (
+    Authorize,
+    RequestContext,
+    current_request,
+    field_of,
+    json_body,
+    path_name,
+    proxy_url_of,
+    request_context,
+    string_field,
+)
+from .sessions import SessionStore
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -104,11 +104,8 @@ __all__ = [
     "HTTPProblem",
     "LoopFactory",
     "RequestContext",
-    "add_serve_agent_command",
     "app",
     "current_request",
-    "load_target",
-    "serve_agent",
 ]
 
 logger = logging.getLogger("rawloop.http")
@@ -117,36 +114,6 @@ DEFAULT_AGENT = "default"
 MAX_BODY_SIZE = 1024 * 1024
 
 LoopFactory = Callable[[str], Loop | Awaitable[Loop] | None]
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """The HTTP request a run serves, as tools see it through ``current_request``.
-
-    ``route`` is ``dispatch``, ``chat`` or ``agent``. ``headers`` are lower-cased
-    with credentials (``authorization``, cookies, ``x-run-token``...) redacted;
-    the run token itself is ``run_token``, left out of ``repr``.
-    """
-
-    method: str
-    path: str
-    route: str
-    agent: str
-    conversation_id: str | None = None
-    session: str | None = None
-    proxy_url: str | None = None
-    run_token: str | None = field(default=None, repr=False)
-    client: tuple[str, int] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    scope: Scope = field(default_factory=dict, repr=False, compare=False)
-
-
-#: The request the current run serves (``None`` outside one).
-current_request: ContextVar[RequestContext | None] = ContextVar(
-    "rawloop.http.current_request", default=None
-)
-
-Authorize = Callable[[RequestContext, str, str | None], bool | Awaitable[bool]]
 
 
 def app(
@@ -255,17 +222,17 @@ class AgentApp:
                     "conversations are off: serve with app(..., sessions_dir=DIR) to keep them",
                     type="not_found",
                 )
-            agent = _name(agent, "name")
-            conversation = _name(conversation, "id")
-        context = _context(scope, path, route, agent, conversation)
+            agent = path_name(agent, "name")
+            conversation = path_name(conversation, "id")
+        context = request_context(scope, path, route, agent, conversation)
         await self._authorize(context, agent, conversation)
         loop = await self._loop(agent)
-        body = await self._json_body(scope, receive)
+        body = await json_body(scope, receive, self.max_body_size)
         if route == "dispatch":
-            instruction = _string(
-                _field(body, "input", dict).get("user_instruction"), "input.user_instruction"
+            instruction = string_field(
+                field_of(body, "input", dict).get("user_instruction"), "input.user_instruction"
             )
-            context = replace(context, proxy_url=_proxy_url(body, context))
+            context = replace(context, proxy_url=proxy_url_of(body, context))
             await self._answer(
                 context,
                 receive,
@@ -274,8 +241,8 @@ class AgentApp:
                 stream=False,
             )
         elif route == "chat":
-            message = _string(body.get("message"), "message")
-            context = replace(context, proxy_url=_proxy_url(body, context))
+            message = string_field(body.get("message"), "message")
+            context = replace(context, proxy_url=proxy_url_of(body, context))
             await self._answer(
                 context, receive, send, lambda hooks: loop.run(message, hooks=hooks), stream=True
             )
@@ -294,11 +261,11 @@ class AgentApp:
         assert self.sessions is not None
         sessions, agent, conversation = self.sessions, context.agent, context.conversation_id
         assert conversation is not None
-        message = _string(body.get("message"), "message")
+        message = string_field(body.get("message"), "message")
         session = body.get("session")
         if session is not None:
-            session = _name(session, "session")
-        context = replace(context, session=session, proxy_url=_proxy_url(body, context))
+            session = path_name(session, "session")
+        context = replace(context, session=session, proxy_url=proxy_url_of(body, context))
         stream = "text/event-stream" in (header(scope, b"accept") or "")
         extra = {"session": {"agent": agent, "id": conversation, "name": session or "default"}}
         await self._answer(
@@ -332,26 +299,6 @@ class AgentApp:
             raise HTTPProblem(404, f"no agent named {agent!r}", type="not_found")
         return made
 
-    async def _json_body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
-        raw = await read_body(scope, receive, self.max_body_size)
-        if not raw.strip():
-            raise HTTPProblem(
-                400, "the request body is empty: send a JSON object", type="invalid_json"
-            )
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPProblem(
-                400, f"the request body is not JSON: {exc}", type="invalid_json"
-            ) from None
-        if not isinstance(body, dict):
-            raise HTTPProblem(
-                422,
-                f"the request body must be a JSON object, not {_json_type(body)}",
-                type="invalid_field",
-            )
-        return body
-
     # -- running --------------------------------------------------------------------
 
     async def _answer(
@@ -371,214 +318,25 @@ class AgentApp:
 
                 async def produce(emit: Emit) -> None:
                     try:
-                        result = await run([_EventHooks(emit)])
+                        result = await run([EventHooks(emit)])
                     except Exception as exc:
-                        _log_failure(context, exc)
-                        await emit("error", _failure(exc)["error"])
+                        log_failure(context, exc)
+                        await emit("error", failure(exc)["error"])
                         return
-                    await emit("done", {**_summary(result), **extra})
+                    await emit("done", {**summary(result), **extra})
 
                 await serve_events(receive, send, produce, heartbeat=self.heartbeat)
                 return
             try:
                 finished, result = await until_disconnect(receive, lambda: run([]))
             except Exception as exc:
-                _log_failure(context, exc)
-                await send_json(send, _status_of(exc), _failure(exc))
+                log_failure(context, exc)
+                await send_json(send, status_of(exc), failure(exc))
                 return
             if finished and result is not None:
-                await send_json(send, 200, {**_transcript(result), **extra})
+                await send_json(send, 200, {**transcript(result), **extra})
         finally:
             current_request.reset(token)
-
-
-class _EventHooks:
-    """Per-run hooks turning the loop's deltas and results into client events."""
-
-    def __init__(self, emit: Emit) -> None:
-        self._emit = emit
-
-    async def on_event(self, info: EventInfo) -> None:
-        for delta in info.deltas:
-            if delta.kind == "text":
-                await self._emit("text", {"text": delta.text})
-            elif delta.kind == "call":
-                await self._emit(
-                    "tool_call",
-                    {
-                        "call_id": delta.call_id,
-                        "name": delta.name,
-                        "arguments": delta.text,
-                        "iteration": info.iteration,
-                    },
-                )
-
-    async def on_result(self, info: ResultInfo) -> None:
-        result = info.result
-        await self._emit(
-            "tool_result",
-            {
-                "call_id": result.call_id,
-                "name": result.name,
-                "output": result.output,
-                "error": result.error,
-                "iteration": info.iteration,
-            },
-        )
-
-    async def on_error(self, info: ErrorInfo) -> None:
-        if info.where == "request" and info.will_retry:
-            await self._emit(
-                "retry",
-                {
-                    "iteration": info.iteration,
-                    "attempt": info.attempt,
-                    "message": str(info.error),
-                    "delay": info.delay,
-                },
-            )
-
-
-# -- answers ---------------------------------------------------------------------------
-
-
-def _summary(result: RunResult) -> dict[str, Any]:
-    return {
-        "text": result.text,
-        "stop_reason": result.stop_reason,
-        "iterations": result.iterations,
-        "usage": result.usage,
-        "model": result.state.model,
-    }
-
-
-def _transcript(result: RunResult) -> dict[str, Any]:
-    return {
-        "final_response": result.text,
-        "messages": result.items,
-        "metadata": {
-            "model": result.state.model,
-            "total_input_tokens": result.usage.get("input_tokens", 0),
-            "total_output_tokens": result.usage.get("output_tokens", 0),
-            "iterations": result.iterations,
-            "stop_reason": result.stop_reason,
-        },
-    }
-
-
-def _status_of(exc: BaseException) -> int:
-    if isinstance(exc, (APIError, StreamError)):
-        return 502  # the model API failed, not this server
-    return 500
-
-
-def _failure(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, RawloopError):
-        return error_document(str(exc), type=type(exc).__name__)
-    # Anything else is a bug somewhere: its text stays in the server's log.
-    return error_document(f"internal error ({type(exc).__name__})", type="internal_error")
-
-
-def _log_failure(context: RequestContext, exc: BaseException) -> None:
-    if isinstance(exc, RawloopError):
-        logger.warning("rawloop.http: run for %s %s failed: %s", context.route, context.agent, exc)
-    else:
-        logger.error(
-            "rawloop.http: run for %s %s failed", context.route, context.agent, exc_info=exc
-        )
-
-
-# -- requests -----------------------------------------------------------------------------
-
-# Never shown to tools as plain headers: they get run_token instead.
-_SECRET_HEADERS = ("x-run-token",)
-
-
-def _context(
-    scope: Scope, path: str, route: str, agent: str, conversation: str | None
-) -> RequestContext:
-    headers: dict[str, str] = {}
-    for key, value in scope.get("headers") or ():
-        headers[bytes(key).decode("latin-1").lower()] = bytes(value).decode("latin-1")
-    client = scope.get("client")
-    return RequestContext(
-        method=str(scope.get("method", "")),
-        path=path,
-        route=route,
-        agent=agent,
-        conversation_id=conversation,
-        proxy_url=headers.get("x-tool-proxy-url"),
-        run_token=headers.get("x-run-token"),
-        client=(str(client[0]), int(client[1])) if client else None,
-        headers=redact_headers(headers, _SECRET_HEADERS),
-        scope=scope,
-    )
-
-
-def _name(value: object, field: str) -> str:
-    try:
-        return check_name(value, field)
-    except ValueError as exc:
-        raise HTTPProblem(400, str(exc), field=field, type="invalid_name") from None
-
-
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        expected = "an object" if kind is dict else kind.__name__
-        raise HTTPProblem(
-            422,
-            f"{name} must be {expected}, not {_json_type(value)}"
-            if name in body
-            else f"{name} is missing",
-            field=name,
-            type="invalid_field",
-        )
-    return value
-
-
-def _string(value: object, field: str) -> str:
-    if isinstance(value, str) and value.strip():
-        return value
-    problem = (
-        "is missing"
-        if value is None
-        else (
-            "is empty" if isinstance(value, str) else f"must be a string, not {_json_type(value)}"
-        )
-    )
-    raise HTTPProblem(422, f"{field} {problem}", field=field, type="invalid_field")
-
-
-def _proxy_url(body: dict[str, Any], context: RequestContext) -> str | None:
-    value = body.get("proxy_url")
-    if value is None:
-        return context.proxy_url
-    if not isinstance(value, str):
-        raise HTTPProblem(
-            422,
-            f"proxy_url must be a string, not {_json_type(value)}",
-            field="proxy_url",
-            type="invalid_field",
-        )
-    return value
-
-
-# How error messages name a JSON value's type ("must be a string, not a number").
-_SPOKEN_TYPES = {
-    "null": "null",
-    "boolean": "a boolean",
-    "integer": "a number",
-    "number": "a number",
-    "string": "a string",
-    "array": "an array",
-    "object": "an object",
-}
-
-
-def _json_type(value: object) -> str:
-    name = json_type(value)
-    return _SPOKEN_TYPES.get(name, name)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -589,102 +347,3 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message.get("type") == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-# -- serving ----------------------------------------------------------------------------
-
-_APP_OPTIONS = ("sessions_dir", "authorize", "heartbeat", "max_body_size")
-
-
-def load_target(target: str) -> Any:
-    """The object ``module:attr`` (or ``path/to/file.py:attr``) names.
-
-    ``attr`` may be dotted (``agents:registry.get``). The current directory
-    is importable, as with uvicorn.
-    """
-    source, colon, attr = target.rpartition(":")
-    if not colon or not source or not attr:
-        raise ConfigurationError(
-            f"{target!r}: expected MODULE:ATTR, e.g. myagent:loop or agents/main.py:make_loop"
-        )
-    if source.endswith(".py") or "/" in source or os.sep in source:
-        module: Any = load_module(source)
-    else:
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(source)
-        except ImportError as exc:
-            raise ConfigurationError(f"{target!r}: cannot import {source}: {exc}") from exc
-    value = module
-    for part in attr.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ConfigurationError(f"{target!r}: {source} has no attribute {attr}") from None
-    return value
-
-
-def serve_agent(target: str, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> int:
-    """Serve the loop or factory ``target`` (``module:attr``) with uvicorn; returns 0.
-
-    ``sessions_dir``, ``authorize`` (a callable or a ``module:attr`` string),
-    ``heartbeat`` and ``max_body_size`` go to ``app()``; any other option to
-    ``uvicorn.run`` (``log_level="info"``...). Raises ``ConfigurationError``
-    when uvicorn is missing or the target cannot be loaded.
-    """
-    try:
-        uvicorn = importlib.import_module("uvicorn")
-    except ImportError:
-        raise ConfigurationError(
-            "serving needs uvicorn, which is not installed: pip install 'rawloop[serve]'"
-        ) from None
-    app_options = {name: options.pop(name) for name in _APP_OPTIONS if name in options}
-    if isinstance(app_options.get("authorize"), str):
-        app_options["authorize"] = load_target(app_options["authorize"])
-    agent = load_target(target)
-    asgi = app(agent, **app_options)
-    uvicorn.run(asgi, host=host, port=port, **options)
-    return 0
-
-
-def _cmd_serve_agent(args: argparse.Namespace) -> int:
-    return serve_agent(
-        args.target,
-        host=args.host,
-        port=args.port,
-        sessions_dir=args.sessions_dir,
-        authorize=args.authorize,
-        heartbeat=args.heartbeat,
-        max_body_size=args.max_body_size,
-        log_level=args.log_level,
-    )
-
-
-def add_serve_agent_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``serve-agent`` to the ``rawloop`` command line's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve-agent",
-        help="serve a Loop over HTTP (/dispatch, /chat, /agents/NAME/ID) with uvicorn",
-        description="Serve TARGET, a rawloop Loop or a factory(agent_name) -> Loop named as "
-        "MODULE:ATTR or FILE.py:ATTR, as an ASGI app with uvicorn "
-        "(pip install 'rawloop[serve]').",
-    )
-    p.add_argument("target", help="MODULE:ATTR or FILE.py:ATTR naming a Loop or a factory")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--sessions-dir", metavar="DIR", help="keep /agents/NAME/ID conversations here")
-    p.add_argument(
-        "--authorize",
-        metavar="MODULE:ATTR",
-        help="a function (request, agent, id) -> bool deciding access",
-    )
-    p.add_argument(
-        "--heartbeat", type=float, default=15.0, help="seconds between SSE heartbeats (0: none)"
-    )
-    p.add_argument(
-        "--max-body-size", type=int, default=MAX_BODY_SIZE, help="largest request body in bytes"
-    )
-    p.add_argument("--log-level", default="info", help="uvicorn's log level (default info)")
-    p.set_defaults(func=_cmd_serve_agent)
-    return p

@@ -27,16 +27,9 @@ from rawloop.core.errors import ConfigurationError
 from rawloop.loop.loop import Loop
 from rawloop.loop.retry import RetryPolicy
 from rawloop.loop.tools import tool
-from rawloop.serve.app import (
-    AgentApp,
-    RequestContext,
-    add_serve_agent_command,
-    app,
-    current_request,
-    load_target,
-    serve_agent,
-)
+from rawloop.serve.app import AgentApp, RequestContext, app, current_request
 from rawloop.serve.asgi import route_path, sse_event
+from rawloop.serve.command import add_serve_agent_command, load_target, serve_agent
 
 from ..conftest import Reply, ScriptedAPI, corpus
 
