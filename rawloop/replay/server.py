@@ -48,7 +48,6 @@ import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +56,31 @@ import anyio.abc
 import h11
 import orjson
 
-from ..core.assemble import assemble
-from ..core.errors import ConfigurationError, RawloopError, ReplayDivergence, StreamError
-from ..core.jsondiff import Difference, first_difference
-from ..core.parse import StreamParser
-from ..trace.format import Exchange, Trace
+from ..core.errors import ConfigurationError, RawloopError, ReplayDivergence
+from ..trace.format import Trace
+from .answers import send_assembled, send_stream
 from .faults import Fault, parse_fault
 from .loopback import (
     Connection,
     Server,
     TooLarge,
-    clean_headers,
-    error_body,
-    json_headers,
     request_path,
     run_foreground,
     serve_connection,
     serve_listener,
 )
-from .replayer import DEFAULT_VOLATILE, Answer, Responder
+from .matching import (
+    Counter,
+    Match,
+    Matcher,
+    Refusal,
+    framing_free,
+    load,
+    parse_body,
+    strip,
+    succeeded,
+)
+from .replayer import DEFAULT_VOLATILE, Answer
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -105,85 +110,6 @@ _API_PATHS = {
 _HEALTH_PATHS = ("/health", "/v1/health")
 _MODELS_PATHS = ("/v1/models", "/models")
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
-# Request keys that choose the framing of the answer, not what the model is asked.
-_FRAMING_KEYS = ("stream", "stream_options")
-# Responses input items that the model produced (they repeat a previous answer).
-_MODEL_ITEM_TYPES = frozenset(
-    {
-        "function_call",
-        "reasoning",
-        "web_search_call",
-        "file_search_call",
-        "computer_call",
-        "code_interpreter_call",
-        "image_generation_call",
-        "local_shell_call",
-        "mcp_call",
-        "mcp_list_tools",
-        "mcp_approval_request",
-        "custom_tool_call",
-    }
-)
-
-
-# -- what is loaded ----------------------------------------------------------------------
-
-
-@dataclass
-class _Loaded:
-    """One trace, with what matching needs precomputed, and the Responder shaping its answers."""
-
-    index: int
-    name: str
-    responder: Responder
-    bodies: list[Any]  # each exchange's request body without the framing keys
-    scripted: bool
-    response_ids: dict[str, int] = field(default_factory=dict)  # scripted: id -> iteration
-
-    @property
-    def trace(self) -> Trace:
-        return self.responder.trace
-
-    @property
-    def exchanges(self) -> list[Exchange]:
-        return self.responder.exchanges
-
-    @property
-    def dialect(self) -> str:
-        return self.trace.dialect
-
-    def models(self) -> list[str]:
-        found = [self.trace.header.get("model")]
-        found += [b.get("model") for b in self.bodies if isinstance(b, dict)]
-        return [m for m in dict.fromkeys(found) if isinstance(m, str) and m]
-
-
-@dataclass
-class _Match:
-    loaded: _Loaded
-    iteration: int
-    group: list[Exchange]  # the recorded attempts that answer this request, in order
-    difference: Difference | None = None
-
-
-@dataclass
-class _Counter:
-    """Where one (trace, iteration, request body) is in its recorded attempts."""
-
-    faults: list[Fault]  # its own copies: a fault's ``count`` is per request body
-    next: int = 0  # the recorded attempt to serve next (past the end: the fallback)
-    attempts: int = 0  # requests answered, injected faults included
-
-
-@dataclass
-class _Refusal:
-    """Why no recording answers a request: an OpenAI-shaped error."""
-
-    status: int
-    message: str
-    code: str
-    param: str | None = None
-
 
 # -- the server ----------------------------------------------------------------------------
 
@@ -240,44 +166,16 @@ class ReplayServer(Server):
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_request_size = max_request_size
-        self.loaded = [self._load(i, t) for i, t in enumerate(traces)]
+        options = {"chunking": chunking, "seed": seed, "rate": rate, "ignore": self.ignore}
+        self.loaded = [load(i, t, **options) for i, t in enumerate(traces)]
+        self.matcher = Matcher(self.loaded, self.ignore)
         if not self.loaded:
             raise ConfigurationError("give at least one trace (or a script) to serve")
         self.divergences: list[ReplayDivergence] = []
         self.served = 0
         self.connections = 0
-        self._counters: OrderedDict[tuple[int, int, bytes], _Counter] = OrderedDict()
+        self._counters: OrderedDict[tuple[int, int, bytes], Counter] = OrderedDict()
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-
-    def _load(self, index: int, source: Trace | str | Path) -> _Loaded:
-        trace = source if isinstance(source, Trace) else Trace.load(source)
-        # Faults are not the Responder's: every counter passes its own copies.
-        responder = Responder(
-            trace, chunking=self.chunking, seed=self.seed, rate=self.rate, ignore=self.ignore
-        )
-        scripted = bool((trace.header.get("metadata") or {}).get("script"))
-        name = Path(trace.path).stem if trace.path and not trace.path.startswith("<") else ""
-        loaded = _Loaded(
-            index,
-            name or f"trace{index}",
-            responder,
-            [_framing_free(e.request.get("body")) for e in responder.exchanges],
-            scripted,
-        )
-        if scripted:  # a follow-up may name the answer it follows: previous_response_id
-            for exchange in loaded.exchanges:
-                if exchange.response and int(exchange.response["status"]) < 300:
-                    try:
-                        parser = StreamParser(trace.dialect)
-                        parser.feed(exchange.body)
-                        rid = parser.close().response_id
-                    except StreamError:
-                        continue
-                    if rid:
-                        loaded.response_ids[rid] = exchange.iteration
-        return loaded
-
-    # -- serving ------------------------------------------------------------------------
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
@@ -318,12 +216,12 @@ class ReplayServer(Server):
             allow = "GET, HEAD"
         else:
             await self._refuse(
-                conn, method, path, _Refusal(404, f"Invalid URL ({method} {path})", "unknown_url")
+                conn, method, path, Refusal(404, f"Invalid URL ({method} {path})", "unknown_url")
             )
             return
         if method not in allow.split(", "):
             message = f"{method} is not allowed on {path} (allowed: {allow})"
-            refusal = _Refusal(405, message, "method_not_allowed")
+            refusal = Refusal(405, message, "method_not_allowed")
             await self._refuse(conn, method, path, refusal, headers=[("allow", allow)])
         elif dialect is not None:
             await self._api(conn, method, path, dialect, body)
@@ -344,7 +242,7 @@ class ReplayServer(Server):
             found = next((m for m in listing if m["id"] == wanted), None)
         if found is None:
             message = f"The model '{wanted}' does not exist in the loaded traces"
-            refusal = _Refusal(404, message, "model_not_found", "model")
+            refusal = Refusal(404, message, "model_not_found", "model")
             await self._refuse(conn, method, path, refusal)
             return
         await conn.send_json(200, found)
@@ -355,7 +253,7 @@ class ReplayServer(Server):
         conn: Connection,
         method: str,
         path: str,
-        refusal: _Refusal,
+        refusal: Refusal,
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         await conn.send_error(
@@ -370,7 +268,7 @@ class ReplayServer(Server):
 
     def models(self) -> list[str]:
         """The models the loaded traces name, in load order."""
-        return list(dict.fromkeys(m for loaded in self.loaded for m in loaded.models()))
+        return self.matcher.models()
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers: the traces, and counts of what was served."""
@@ -397,12 +295,12 @@ class ReplayServer(Server):
     async def _api(
         self, conn: Connection, method: str, path: str, dialect: str, raw: bytes
     ) -> None:
-        body = _parse_body(raw)
-        if isinstance(body, _Refusal):
+        body = parse_body(raw)
+        if isinstance(body, Refusal):
             await self._refuse(conn, method, path, body)
             return
-        match = self._match(dialect, body)
-        if isinstance(match, _Refusal):
+        match = self.matcher.choose(dialect, body)
+        if isinstance(match, Refusal):
             await self._refuse(conn, method, path, match)
             return
         if match.difference is not None:
@@ -417,70 +315,12 @@ class ReplayServer(Server):
         where += ", cut short" if answer.fail == "cut" else ""
         if body.get("stream") is True:  # logged first: the client may go away mid-stream
             self._log(method, path, answer.status, where)
-            await _send_stream(conn, answer)
+            await send_stream(conn, answer)
         else:
-            status = await _send_assembled(conn, answer, dialect)
+            status = await send_assembled(conn, answer, dialect)
             self._log(method, path, status, where)
 
-    def _match(self, dialect: str, body: dict[str, Any]) -> _Match | _Refusal:
-        """Which recorded iteration answers ``body``; or why none does."""
-        candidates = [t for t in self.loaded if t.dialect == dialect]
-        if not candidates:
-            served = ", ".join(sorted({t.dialect for t in self.loaded}))
-            return _Refusal(
-                404,
-                f"no loaded trace speaks the {dialect} dialect (this server replays: {served})",
-                "unknown_url",
-            )
-        normalized = _framing_free(body)
-        recorded = [t for t in candidates if not t.scripted]
-        # 1. the same request as a recorded one
-        for loaded in recorded:
-            for exchange, known in zip(loaded.exchanges, loaded.bodies):
-                if first_difference(known, normalized, self.ignore) is None:
-                    return self._group(loaded, exchange.iteration, known)
-        # 2. a script: the iteration is how many model turns the request already holds
-        for loaded in candidates:
-            if loaded.scripted:
-                return _script_match(loaded, body)
-        # 3. the recorded request of the same model with the longest common history
-        model = body.get("model")
-        history = _history(normalized)
-        best: tuple[tuple[int, int], _Loaded, Exchange, Any] | None = None
-        for loaded in recorded:
-            for exchange, known in zip(loaded.exchanges, loaded.bodies):
-                if not isinstance(known, dict) or known.get("model") != model:
-                    continue
-                theirs = _history(known)
-                score = (
-                    _common_prefix(theirs, history, self.ignore),
-                    -abs(len(theirs) - len(history)),
-                )
-                if best is None or score > best[0]:
-                    best = (score, loaded, exchange, known)
-        if best is None:
-            return _Refusal(
-                404,
-                f"The model `{model}` does not exist in the loaded traces "
-                f"(they hold: {', '.join(self.models())})",
-                "model_not_found",
-                "model",
-            )
-        _, loaded, exchange, known = best
-        match = self._group(loaded, exchange.iteration, known)
-        match.difference = first_difference(known, normalized, self.ignore)
-        return match
-
-    def _group(self, loaded: _Loaded, iteration: int, known: Any) -> _Match:
-        """The match for recorded body ``known``: every attempt of its iteration with that body."""
-        group = [
-            e
-            for e, b in zip(loaded.exchanges, loaded.bodies)
-            if e.iteration == iteration and first_difference(b, known, self.ignore) is None
-        ]
-        return _Match(loaded, iteration, group)
-
-    def _diverged(self, match: _Match) -> None:
+    def _diverged(self, match: Match) -> None:
         found = match.difference
         assert found is not None
         divergence = ReplayDivergence(
@@ -495,15 +335,15 @@ class ReplayServer(Server):
         if len(self.divergences) < _MAX_DIVERGENCES:
             self.divergences.append(divergence)
 
-    def _answer(self, match: _Match, body: dict[str, Any]) -> Answer:
+    def _answer(self, match: Match, body: dict[str, Any]) -> Answer:
         """The next attempt for this (trace, iteration, body): recorded order, then the last success."""
         canonical = orjson.dumps(
-            _strip(_framing_free(body), self.ignore), option=orjson.OPT_SORT_KEYS
+            strip(framing_free(body), self.ignore), option=orjson.OPT_SORT_KEYS
         )
         key = (match.loaded.index, match.iteration, hashlib.sha256(canonical).digest())
         counter = self._counters.get(key)
         if counter is None:
-            counter = _Counter([dataclasses.replace(f, used=0) for f in self.faults])
+            counter = Counter([dataclasses.replace(f, used=0) for f in self.faults])
             self._counters[key] = counter
             if len(self._counters) > _MAX_COUNTERS:
                 self._counters.popitem(last=False)
@@ -513,7 +353,7 @@ class ReplayServer(Server):
         if counter.next < len(group):
             exchange = group[counter.next]
         else:  # the recorded attempts are used up: the last success, again and again
-            exchange = next((e for e in reversed(group) if _succeeded(e)), group[-1])
+            exchange = next((e for e in reversed(group) if succeeded(e)), group[-1])
         answer = match.loaded.responder.shape(
             exchange, match.iteration, counter.attempts, faults=counter.faults
         )
@@ -528,155 +368,6 @@ class ReplayServer(Server):
             logger.info("%s %s -> %s (%s)", method, path, status or "dropped", detail)
         else:
             logger.info("%s %s -> %s", method, path, status)
-
-
-# -- matching helpers --------------------------------------------------------------------------
-
-
-def _script_match(loaded: _Loaded, body: dict[str, Any]) -> _Match | _Refusal:
-    """A script's answer: the iteration is the model turns the request holds (or follows)."""
-    iteration = _model_turns(loaded.dialect, body)
-    previous = body.get("previous_response_id")
-    if isinstance(previous, str) and previous in loaded.response_ids:
-        iteration += loaded.response_ids[previous] + 1
-    group = [e for e in loaded.exchanges if e.iteration == iteration]
-    if not group:
-        last = max(e.iteration for e in loaded.exchanges)
-        return _Refusal(
-            400,
-            f"the script {loaded.name} answers {last + 1} model turn(s); this request "
-            f"already holds {iteration}, so it asks for turn {iteration + 1}",
-            "script_exhausted",
-        )
-    return _Match(loaded, iteration, group)
-
-
-def _parse_body(raw: bytes) -> dict[str, Any] | _Refusal:
-    """The request's JSON object, naming a model; or why it is not one."""
-    if not raw.strip():
-        return _Refusal(400, "the request body is empty: expected a JSON object", "invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return _Refusal(
-            400,
-            f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            "invalid_json",
-        )
-    if not isinstance(body, dict):
-        message = f"the request body is JSON {type(body).__name__}, expected an object"
-        return _Refusal(400, message, "invalid_json")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        message = "you must provide a model parameter (a string)"
-        return _Refusal(400, message, "missing_required_parameter", "model")
-    return body
-
-
-def _framing_free(body: Any) -> Any:
-    if not isinstance(body, dict):
-        return body
-    return {k: v for k, v in body.items() if k not in _FRAMING_KEYS}
-
-
-def _strip(value: Any, ignore: Sequence[str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v, ignore) for k, v in value.items() if k not in ignore}
-    if isinstance(value, list):
-        return [_strip(v, ignore) for v in value]
-    return value
-
-
-def _history(body: Any) -> list[Any]:
-    if not isinstance(body, dict):
-        return []
-    items = body.get("input", body.get("messages"))
-    if isinstance(items, str):
-        return [{"role": "user", "content": items}]
-    return list(items) if isinstance(items, list) else []
-
-
-def _common_prefix(a: list[Any], b: list[Any], ignore: Sequence[str]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if first_difference(x, y, ignore) is not None:
-            break
-        n += 1
-    return n
-
-
-def _model_turns(dialect: str, body: dict[str, Any]) -> int:
-    """How many model answers the request's conversation already holds."""
-    if dialect == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return 0
-        return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
-    items = body.get("input")
-    if not isinstance(items, list):
-        return 0
-    turns, inside = 0, False
-    for item in items:
-        produced = isinstance(item, dict) and (
-            item.get("role") == "assistant" or item.get("type") in _MODEL_ITEM_TYPES
-        )
-        if produced and not inside:
-            turns += 1
-        inside = produced
-    return turns
-
-
-def _succeeded(exchange: Exchange) -> bool:
-    return (
-        exchange.response is not None
-        and int(exchange.response["status"]) < 300
-        and exchange.error is None
-    )
-
-
-# -- writing answers ---------------------------------------------------------------------------
-
-
-async def _send_stream(conn: Connection, answer: Answer) -> None:
-    """The recorded status, headers and chunks; a cut answer ends without the last chunk."""
-    headers = clean_headers(answer.headers)
-    if answer.status < 300 and all(k != "content-type" for k, _ in headers):
-        headers.append(("content-type", "text/event-stream"))
-    await conn.send_head(answer.status, headers)
-    for delay, chunk in zip(answer.delays, answer.chunks):
-        if delay > 0:
-            await anyio.sleep(delay)
-        await conn.send_data(chunk)
-    if answer.fail == "cut":
-        conn.abort()  # a reset connection: no end of the chunked body
-    else:
-        await conn.end()
-
-
-async def _send_assembled(conn: Connection, answer: Answer, dialect: str) -> int:
-    """The JSON object a non-streaming request gets, after the whole pacing; returns its status."""
-    raw = b"".join(answer.chunks)
-    delay = sum(answer.delays)
-    if delay > 0:
-        await anyio.sleep(delay)
-    headers = clean_headers(answer.headers)  # the content type becomes JSON's
-    if answer.status >= 300:  # an error answer is JSON already
-        await conn.send_bytes(answer.status, raw, headers)
-        return answer.status
-    try:
-        status, payload = assemble(raw, dialect)
-    except StreamError as exc:
-        message = f"the recorded stream could not be assembled into one object: {exc}"
-        status, payload = 502, error_body(message, "server_error", "bad_recording")
-    data = orjson.dumps(payload)
-    if answer.fail == "cut":
-        # The recorded connection broke: so does this one, halfway through the body.
-        await conn.send_head(status, json_headers(data, headers))
-        await conn.send_data(data[: len(data) // 2])
-        conn.abort()
-    else:
-        await conn.send_bytes(status, data, headers)
-    return status
 
 
 # -- the command line's entry point ----------------------------------------------------------

@@ -253,7 +253,7 @@ async def test_pacing_follows_the_recording_scaled_by_rate(
 
     async def spy(delay: float) -> None:
         # Count the server's pacing waits only; never assert a wall-clock time.
-        if sys._getframe(1).f_globals.get("__name__") == "rawloop.replay.server":
+        if sys._getframe(1).f_globals.get("__name__") == "rawloop.replay.answers":
             waits.append(delay)
         await real_sleep(0)
 
