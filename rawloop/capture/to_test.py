@@ -55,7 +55,7 @@ def to_test(
     else:
         location = f"Path({_string(trace_path.as_posix())})"
         regenerate = f"rawloop to-test {shown} -o <this file>"
-    source = _render(trace, trace_path, shown, location, regenerate, line_length)
+    source = _render(trace, trace_path, _escape(shown), location, _escape(regenerate), line_length)
     if output_path is not None:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         output_path.write_text(source, encoding="utf-8")
@@ -135,9 +135,9 @@ def _shown(path: Path) -> str:
 def _render(
     trace: Trace, trace_path: Path, shown: str, location: str, regenerate: str, line_length: int
 ) -> str:
-    name = "test_" + (re.sub(r"\W+", "_", trace_path.name.split(".")[0]).strip("_") or "trace")
-    if not name.isidentifier():
-        name = "test_trace"
+    # ASCII only: a file name must not reach the source as anything but an identifier.
+    stem = re.sub(r"[^0-9A-Za-z_]+", "_", trace_path.name.split(".")[0]).strip("_")
+    name = "test_" + (stem or "trace")
     lines = _HEAD.format(
         shown=shown, regenerate=regenerate, location=location, name=name
     ).splitlines()
@@ -168,7 +168,7 @@ def _render(
         turn = record.data.get("turn") or {}
         made = turn.get("calls") or []
         names = ", ".join(dict.fromkeys(str(c.get("name")) for c in made))
-        what = f"the model calls {names}" if made else "the model answers"
+        what = f"the model calls {_escape(names)}" if made else "the model answers"
         body += ["", f"# Iteration {record.iteration}: {what}.", f"turn = result.turns[{position}]"]
         body.append(_assign("assert turn.text == ", turn.get("text", ""), 1, line_length))
         expected_calls = [(c.get("name"), _arguments(c.get("arguments", ""))) for c in made]
@@ -282,13 +282,22 @@ _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _string(text: str) -> str:
-    """A string literal, double-quoted unless single quotes need fewer escapes (as ruff/black).
-
-    Letters of any script stay as they are; control characters and non-ASCII
-    punctuation, symbols and spaces are escaped.
-    """
+    """A string literal, double-quoted unless single quotes need fewer escapes (as ruff/black)."""
     quote = "'" if '"' in text and "'" not in text else '"'
-    out = [quote]
+    return quote + _escape(text, quote) + quote
+
+
+def _escape(text: str, quote: str = '"') -> str:
+    """``text`` made safe for a generated file: the one way a trace's strings get in.
+
+    The result is the inside of a ``quote``-quoted string literal, and it holds
+    no line break of any kind, no control character, no ``quote`` and no lone
+    backslash, so it is also safe in a comment (it cannot end the line) and in
+    a double-quoted docstring (with ``quote='"'`` it cannot close it). Letters
+    of any script stay as they are; control characters and non-ASCII
+    punctuation, symbols and spaces (U+2028, U+0085, ...) are escaped.
+    """
+    out: list[str] = []
     for char in text:
         if char in _ESCAPES:
             out.append(_ESCAPES[char])
@@ -309,7 +318,6 @@ def _string(text: str) -> str:
             )
         else:
             out.append(char)
-    out.append(quote)
     return "".join(out)
 
 

@@ -207,3 +207,119 @@ def test_the_command_prints_or_writes(tmp_path: Path) -> None:
     assert command(trace, target, line_length=100, out=out) == 0
     assert out.getvalue() == f"wrote {target}: a replay test for {trace}\n"
     compile(target.read_text(), str(target), "exec")
+
+
+# -- a trace is untrusted: nothing in it becomes code ----------------------------------------
+
+ROUNDTRIP = TRACES[0].parent / "tool-roundtrip.jsonl"
+
+# What could end a comment, a docstring or a literal, as whole pieces and as characters.
+hostile_text = st.lists(
+    st.characters(codec="utf-8")
+    | st.sampled_from(
+        [
+            *['"', "'", '"""', "'''", "\\", "\n", "\r", "\r\n", "\u2028", "\u2029", "\x85"],
+            *["\x0c", "\x0b", "\x1c", "\x00", "#", "{", "}", "\t", "a", " ", "é", "\\N"],
+            *["\nimport os\nos.system('x')\n", '"""\nraise SystemExit\n"""', "\\\n", "\ud7ff"],
+        ]
+    ),
+    max_size=12,
+).map("".join)
+# Any character but the two a POSIX file name cannot hold.
+file_names = st.lists(
+    st.sampled_from(['"', "'", '"""', "\\", "\n", "\r", "\u2028", "\x85", "\x0c", "a", " ", "-"]),
+    min_size=1,
+    max_size=12,
+).map(lambda parts: "".join(parts) + ".jsonl")
+
+
+def hostile_trace(path: Path, name: str, text: str, output: str, argument: str) -> None:
+    records = [json.loads(line) for line in ROUNDTRIP.read_text().splitlines()]
+    for record in records:
+        if record["kind"] == "decision":
+            for call in record["turn"]["calls"]:
+                call["name"] = name
+                call["arguments"] = json.dumps({"a": argument})
+            record["turn"]["text"] = text
+        if record["kind"] == "result":
+            record["name"], record["output"] = name, output
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def skeleton(source: str) -> str:
+    """The statements of ``source`` with every string and the test's name blanked."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node.value = "S"
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            node.name = "test_"
+    return ast.dump(tree)
+
+
+def comments(source: str) -> list[str]:
+    import tokenize
+
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return [t.string for t in tokens if t.type == tokenize.COMMENT]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    name=hostile_text,
+    text=hostile_text,
+    output=hostile_text,
+    argument=hostile_text,
+    file_name=file_names,
+)
+def test_the_generated_file_holds_only_the_statements_meant(
+    name: str, text: str, output: str, argument: str, file_name: str
+) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        benign_path, hostile_path = folder / "benign.jsonl", folder / file_name
+        hostile_trace(benign_path, "multiply", "x", "y", "z")
+        hostile_trace(hostile_path, name, text, output, argument)
+        expected = to_test(benign_path, folder / "out" / "test_benign.py")
+        source = to_test(hostile_path, folder / "out" / "test_hostile.py")
+    assert skeleton(source) == skeleton(expected)
+    # The comments are the generator's, one per iteration, each on its own line.
+    found = comments(source)
+    assert len(found) == len(comments(expected)) == 2
+    assert all(c.startswith("# Iteration ") for c in found)
+    assert not any(sep in line for line in source.split("\n") for sep in "\r\x0b\x0c\x1c\x85")
+    assert "\u2028" not in source and "\u2029" not in source
+    # The trace's values are in the file as values, unchanged.
+    tree = ast.parse(source)
+    docstring = ast.get_docstring(tree)
+    assert docstring is not None and docstring.startswith("Replay test for ")
+    asserted: dict[str, list[Any]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare):
+            left = ast.unparse(node.test.left)
+            if left in ("turn.text", "calls(turn)", "outputs(result, turn)"):
+                asserted.setdefault(left, []).append(ast.literal_eval(node.test.comparators[0]))
+    assert asserted["turn.text"] == [text, text]
+    assert asserted["calls(turn)"] == [[(name, {"a": argument})], []]
+    assert asserted["outputs(result, turn)"] == [[output]]
+
+
+def test_a_name_or_file_name_breaking_out_runs_nothing(pytester: pytest.Pytester) -> None:
+    """The defect as found: a newline in a function name became a line pytest ran."""
+    pwned = pytester.path / "pwned"
+    payload = "\n(__import__('pathlib').Path('pwned').write_text('x'))\n"  # pytest's cwd
+    folder = pytester.path / "traces"
+    folder.mkdir()
+    trace = folder / f'evil"""{payload}""".jsonl'
+    hostile_trace(trace, "multiply" + payload + "#", "x", "2869461", "1")
+    output = pytester.path / "tests" / "test_evil.py"
+    source = to_test(trace, output)
+    assert payload not in source
+    result = run(pytester, str(output))
+    assert not pwned.exists()
+    result.assert_outcomes(failed=1)  # the trace was changed, so its replay diverges
+    assert "Path(" in source and "write_text" in source  # present, but only inside strings
+    hostile_trace(folder / "benign.jsonl", "multiply", "x", "2869461", "1")
+    assert skeleton(source) == skeleton(to_test(folder / "benign.jsonl", output))
