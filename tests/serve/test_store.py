@@ -66,7 +66,7 @@ async def test_turns_come_back_in_order_with_what_was_stored(store: SessionStore
 
 
 async def test_each_turn_is_stored_once_so_a_session_grows_linearly(store: SessionStore) -> None:
-    for n in range(20):
+    for _n in range(20):
         await store.append_turn(KEY, NewTurn(items=[user("x" * 1000), reply("y" * 1000)]))
     sizes = {t.size for t in await store.turns(KEY)}
     assert len(sizes) == 1  # the 20th turn is no bigger than the first
@@ -142,7 +142,18 @@ async def test_sessions_survive_a_reopen(store_factory: StoreFactory) -> None:
 
 
 async def test_json_values_come_back_equal(store: SessionStore) -> None:
-    odd: list[Any] = [None, True, 0, -1.5, 2**53, "", "é\u2028\x00", [], {}, {"a": [1, {"b": None}]}]
+    odd: list[Any] = [
+        None,
+        True,
+        0,
+        -1.5,
+        2**53,
+        "",
+        "é\u2028\x00",
+        [],
+        {},
+        {"a": [1, {"b": None}]},
+    ]
     await store.append_turn(KEY, NewTurn(items=[{"v": v} for v in odd], metadata={"odd": odd}))
     (stored,) = await store.turns(KEY)
     assert stored.items == [{"v": v} for v in odd]
@@ -188,9 +199,8 @@ async def test_a_lock_whose_lease_ran_out_is_taken_over(store_factory: StoreFact
     # A lease of 0 is never renewed: its holder is as good as dead.
     async with store_factory() as a, store_factory() as b:
         with anyio.fail_after(10):
-            async with a.lock(KEY, lease=0):
-                async with b.lock(KEY):
-                    taken = True
+            async with a.lock(KEY, lease=0), b.lock(KEY):
+                taken = True
     assert taken
 
 
