@@ -29,7 +29,16 @@ from .errors import StreamError
 from .sse import ServerSentEvent
 from .turn import Turn
 
-__all__ = ["body_key", "chain", "conversation", "item_key", "tool_outputs", "turn_from_json"]
+__all__ = [
+    "body_key",
+    "canonical_item",
+    "chain",
+    "comparable_body",
+    "conversation",
+    "item_key",
+    "tool_outputs",
+    "turn_from_json",
+]
 
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
 _TERMINAL = {
@@ -53,6 +62,29 @@ def conversation(dialect: str, body: dict[str, Any]) -> list[Any]:
 def item_key(item: Any) -> bytes:
     """A key for one item or message: different renderings of the same item get the same key."""
     return orjson.dumps(_canonical(item), option=orjson.OPT_SORT_KEYS)
+
+
+def canonical_item(item: Any) -> Any:
+    """The JSON value ``item_key`` encodes: what identifies the item, whatever its rendering."""
+    return _canonical(item)
+
+
+def comparable_body(dialect: str, body: Any) -> Any:
+    """``body`` with its conversation's items in their canonical form (``canonical_item``).
+
+    Two requests that say the same thing compare equal (``jsondiff``) in this
+    form, however each client rendered its items; a difference's JSON path
+    still names the item (``input[2].output``).
+    """
+    if not isinstance(body, dict):
+        return body
+    key = "messages" if dialect == "chat" else "input"
+    items = body.get(key)
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    if not isinstance(items, list):
+        return body
+    return {**body, key: [_canonical(item) for item in items]}
 
 
 def _canonical(item: Any) -> Any:

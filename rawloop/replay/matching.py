@@ -9,6 +9,7 @@ in ``rawloop.replay.server``'s docs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,23 +17,30 @@ from typing import Any
 
 import orjson
 
+from ..core.conversation import comparable_body, conversation, tool_outputs, turn_from_json
 from ..core.errors import StreamError
 from ..core.jsondiff import Difference, first_difference
 from ..core.parse import StreamParser
+from ..core.turn import Turn
 from ..trace.format import Exchange, Trace
 from .faults import Fault
 from .replayer import Responder
 
 __all__ = [
-    "Counter",
     "Loaded",
     "Match",
     "Matcher",
     "Refusal",
+    "answer_turn",
+    "comparable",
     "framing_free",
+    "is_json_answer",
+    "load",
     "parse_body",
+    "plan_attempt",
     "strip",
     "succeeded",
+    "unknown_model",
 ]
 
 # Request keys that choose the framing of the answer, not what the model is asked.
@@ -66,9 +74,10 @@ class Loaded:
     index: int
     name: str
     responder: Responder
-    bodies: list[Any]  # each exchange's request body without the framing keys
+    bodies: list[Any]  # each exchange's request body as compared (``comparable``)
     scripted: bool
-    response_ids: dict[str, int] = field(default_factory=dict)  # scripted: id -> iteration
+    response_ids: dict[str, int] = field(default_factory=dict)  # answer id -> its iteration
+    call_ids: dict[str, int] = field(default_factory=dict)  # call id -> the iteration making it
 
     @property
     def trace(self) -> Trace:
@@ -87,6 +96,23 @@ class Loaded:
         found += [b.get("model") for b in self.bodies if isinstance(b, dict)]
         return [m for m in dict.fromkeys(found) if isinstance(m, str) and m]
 
+    def follows(self, body: dict[str, Any]) -> int | None:
+        """The iteration after the latest recorded answer ``body`` names, if it names one.
+
+        A follow-up may hold only what is new (``previous_response_id`` or a
+        ``conversation`` keeps the rest on the server): the answer it names
+        by id, or the calls whose outputs it carries back, say where it is.
+        """
+        after: list[int] = []
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str) and previous in self.response_ids:
+            after.append(self.response_ids[previous])
+        items = conversation(self.dialect, body)
+        for call_id in tool_outputs(self.dialect, items):
+            if call_id in self.call_ids:
+                after.append(self.call_ids[call_id])
+        return max(after) + 1 if after else None
+
 
 @dataclass
 class Match:
@@ -94,15 +120,7 @@ class Match:
     iteration: int
     group: list[Exchange]  # the recorded attempts that answer this request, in order
     difference: Difference | None = None
-
-
-@dataclass
-class Counter:
-    """Where one (trace, iteration, request body) is in its recorded attempts."""
-
-    faults: list[Fault]  # its own copies: a fault's ``count`` is per request body
-    next: int = 0  # the recorded attempt to serve next (past the end: the fallback)
-    attempts: int = 0  # requests answered, injected faults included
+    recorded: Any = None  # the recorded request body compared with (``comparable``)
 
 
 @dataclass
@@ -127,7 +145,15 @@ class Matcher:
         return list(dict.fromkeys(m for loaded in self.loaded for m in loaded.models()))
 
     def choose(self, dialect: str, body: dict[str, Any]) -> Match | Refusal:
-        """Which recorded iteration answers ``body``; or why none does."""
+        """Which recorded iteration answers ``body``; or why none does.
+
+        1. a recorded request that means the same (``comparable``) answers;
+        2. else a script, at the iteration the request's conversation is at;
+        3. else the recorded iteration the request follows (an answer id, a
+           call id), of the same model, with the difference;
+        4. else the recorded request of the same model with the longest
+           common history, with the difference.
+        """
         candidates = [t for t in self.loaded if t.dialect == dialect]
         if not candidates:
             served = ", ".join(sorted({t.dialect for t in self.loaded}))
@@ -136,43 +162,40 @@ class Matcher:
                 f"no loaded trace speaks the {dialect} dialect (this server replays: {served})",
                 "unknown_url",
             )
-        normalized = framing_free(body)
+        normalized = comparable(dialect, body, self.ignore)
         recorded = [t for t in candidates if not t.scripted]
-        # 1. the same request as a recorded one
         for loaded in recorded:
             for exchange, known in zip(loaded.exchanges, loaded.bodies):
-                if first_difference(known, normalized, self.ignore) is None:
+                if first_difference(known, normalized) is None:
                     return self.group(loaded, exchange.iteration, known)
-        # 2. a script: the iteration is how many model turns the request already holds
         for loaded in candidates:
             if loaded.scripted:
                 return script_match(loaded, body)
-        # 3. the recorded request of the same model with the longest common history
         model = body.get("model")
-        wanted = history(normalized)
-        best: tuple[tuple[int, int], Loaded, Exchange, Any] | None = None
-        for loaded in recorded:
-            for exchange, known in zip(loaded.exchanges, loaded.bodies):
-                if not isinstance(known, dict) or known.get("model") != model:
-                    continue
-                theirs = history(known)
-                score = (
-                    common_prefix(theirs, wanted, self.ignore),
-                    -abs(len(theirs) - len(wanted)),
-                )
-                if best is None or score > best[0]:
-                    best = (score, loaded, exchange, known)
-        if best is None:
-            return Refusal(
-                404,
-                f"The model `{model}` does not exist in the loaded traces "
-                f"(they hold: {', '.join(self.models())})",
-                "model_not_found",
-                "model",
+        same_model = [
+            (loaded, exchange, known)
+            for loaded in recorded
+            for exchange, known in zip(loaded.exchanges, loaded.bodies)
+            if isinstance(known, dict) and known.get("model") == model
+        ]
+        if not same_model:
+            return unknown_model(dialect, str(model), self.models())
+        wanted = history(dialect, normalized)
+        best: tuple[tuple[int, int, int], Loaded, Exchange, Any] | None = None
+        for loaded, exchange, known in same_model:
+            theirs = history(dialect, known)
+            after = loaded.follows(body)
+            score = (
+                int(after is not None and exchange.iteration == after),
+                common_prefix(theirs, wanted),
+                -abs(len(theirs) - len(wanted)),
             )
+            if best is None or score > best[0]:
+                best = (score, loaded, exchange, known)
+        assert best is not None
         _, loaded, exchange, known = best
         match = self.group(loaded, exchange.iteration, known)
-        match.difference = first_difference(known, normalized, self.ignore)
+        match.difference = first_difference(known, normalized)
         return match
 
     def group(self, loaded: Loaded, iteration: int, known: Any) -> Match:
@@ -180,37 +203,73 @@ class Matcher:
         group = [
             e
             for e, b in zip(loaded.exchanges, loaded.bodies)
-            if e.iteration == iteration and first_difference(b, known, self.ignore) is None
+            if e.iteration == iteration and first_difference(b, known) is None
         ]
-        return Match(loaded, iteration, group)
+        return Match(loaded, iteration, group, recorded=known)
+
+
+def unknown_model(dialect: str, model: str, known: list[str]) -> Refusal:
+    """The API's own answer to a model it does not serve, in the dialect's shape."""
+    held = f" (the loaded traces hold: {', '.join(known)})"
+    if dialect == "chat":  # Chat Completions: 404, no param
+        message = f"The model `{model}` does not exist or you do not have access to it.{held}"
+        return Refusal(404, message, "model_not_found")
+    return Refusal(
+        400, f"The requested model '{model}' does not exist.{held}", "model_not_found", "model"
+    )
 
 
 def load(index: int, source: Trace | str | Path, **responder: Any) -> Loaded:
     """``source`` loaded for matching; ``responder`` holds the ``Responder``'s options."""
     trace = source if isinstance(source, Trace) else Trace.load(source)
-    # Faults are not the Responder's: every counter passes its own copies.
+    # Faults are not the Responder's: the server passes copies of its own.
     shaper = Responder(trace, **responder)
+    ignore = tuple(responder.get("ignore", ()))
     scripted = bool((trace.header.get("metadata") or {}).get("script"))
     name = Path(trace.path).stem if trace.path and not trace.path.startswith("<") else ""
     loaded = Loaded(
         index,
         name or f"trace{index}",
         shaper,
-        [framing_free(e.request.get("body")) for e in shaper.exchanges],
+        [comparable(trace.dialect, e.request.get("body"), ignore) for e in shaper.exchanges],
         scripted,
     )
-    if scripted:  # a follow-up may name the answer it follows: previous_response_id
-        for exchange in loaded.exchanges:
-            if exchange.response and int(exchange.response["status"]) < 300:
-                try:
-                    parser = StreamParser(trace.dialect)
-                    parser.feed(exchange.body)
-                    rid = parser.close().response_id
-                except StreamError:
-                    continue
-                if rid:
-                    loaded.response_ids[rid] = exchange.iteration
+    # A follow-up may name the answer it follows (previous_response_id) or carry
+    # back the outputs of its calls: both say which iteration it is at.
+    for exchange in loaded.exchanges:
+        if not succeeded(exchange):
+            continue
+        turn = answer_turn(exchange, trace.dialect)
+        if turn is None:
+            continue
+        if turn.response_id:
+            loaded.response_ids.setdefault(turn.response_id, exchange.iteration)
+        for call in turn.calls:
+            loaded.call_ids.setdefault(call.call_id, exchange.iteration)
     return loaded
+
+
+def answer_turn(exchange: Exchange, dialect: str) -> Turn | None:
+    """The turn a recorded answer (a stream or one JSON object) holds; None if it holds none."""
+    try:
+        if is_json_answer(exchange):
+            return turn_from_json(dialect, orjson.loads(exchange.body))
+        parser = StreamParser(dialect)
+        parser.feed(exchange.body)
+        return parser.close()
+    except (StreamError, orjson.JSONDecodeError):
+        return None
+
+
+def is_json_answer(exchange: Exchange) -> bool:
+    """Whether the recorded answer is one JSON object (a request made without ``stream``)."""
+    headers = (exchange.response or {}).get("headers") or {}
+    kind = next((str(v).lower() for k, v in headers.items() if k.lower() == "content-type"), "")
+    if "event-stream" in kind:
+        return False
+    if "json" in kind:
+        return True
+    return exchange.body.lstrip()[:1] == b"{"
 
 
 # -- matching helpers --------------------------------------------------------------------------
@@ -222,6 +281,7 @@ def script_match(loaded: Loaded, body: dict[str, Any]) -> Match | Refusal:
     previous = body.get("previous_response_id")
     if isinstance(previous, str) and previous in loaded.response_ids:
         iteration += loaded.response_ids[previous] + 1
+    iteration = max(iteration, loaded.follows(body) or 0)
     group = [e for e in loaded.exchanges if e.iteration == iteration]
     if not group:
         last = max(e.iteration for e in loaded.exchanges)
@@ -257,12 +317,14 @@ def parse_body(raw: bytes) -> dict[str, Any] | Refusal:
 
 
 def framing_free(body: Any) -> Any:
+    """``body`` without the keys that choose the answer's framing (``stream``, ``stream_options``)."""
     if not isinstance(body, dict):
         return body
     return {k: v for k, v in body.items() if k not in _FRAMING_KEYS}
 
 
 def strip(value: Any, ignore: Sequence[str]) -> Any:
+    """``value`` without the keys ``ignore`` names, at any depth."""
     if isinstance(value, dict):
         return {k: strip(v, ignore) for k, v in value.items() if k not in ignore}
     if isinstance(value, list):
@@ -270,19 +332,28 @@ def strip(value: Any, ignore: Sequence[str]) -> Any:
     return value
 
 
-def history(body: Any) -> list[Any]:
-    if not isinstance(body, dict):
-        return []
-    items = body.get("input", body.get("messages"))
-    if isinstance(items, str):
-        return [{"role": "user", "content": items}]
-    return list(items) if isinstance(items, list) else []
+def comparable(dialect: str, body: Any, ignore: Sequence[str]) -> Any:
+    """What is compared of a request: its meaning, not its rendering or framing.
+
+    The framing keys and the volatile ones (``ignore``) are left out, and
+    the conversation's items are in their canonical form
+    (``rawloop.core.conversation.canonical_item``), so a client that sends
+    a call back without its ``status``, or with ``parsed_arguments``, asks
+    the same as the recording.
+    """
+    return comparable_body(dialect, strip(framing_free(body), ignore))
 
 
-def common_prefix(a: list[Any], b: list[Any], ignore: Sequence[str]) -> int:
+def history(dialect: str, body: Any) -> list[Any]:
+    """The (comparable) request's conversation items."""
+    return conversation(dialect, body) if isinstance(body, dict) else []
+
+
+def common_prefix(a: list[Any], b: list[Any]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b):
-        if first_difference(x, y, ignore) is not None:
+        if first_difference(x, y) is not None:
             break
         n += 1
     return n
@@ -310,8 +381,33 @@ def model_turns(dialect: str, body: dict[str, Any]) -> int:
 
 
 def succeeded(exchange: Exchange) -> bool:
+    """Whether the recorded attempt was answered with a success, whole."""
     return (
         exchange.response is not None
         and int(exchange.response["status"]) < 300
         and exchange.error is None
     )
+
+
+def plan_attempt(
+    match: Match, faults: Sequence[Fault], attempt: int
+) -> tuple[Exchange, list[Fault]]:
+    """The recorded exchange that answers ``attempt`` (0-based) at the match, and the faults' state.
+
+    Attempt ``n`` always gets the same answer, whoever asks: the faults are
+    fresh copies run through attempts ``0 .. n-1`` (an answer a fault
+    replaced does not use up its recorded attempt, so the retry gets it),
+    and once the recorded attempts are used up the last success answers.
+    """
+    copies = [dataclasses.replace(f, used=0) for f in faults]
+    recorded = 0
+    for earlier in range(attempt):
+        fault = next((f for f in copies if f.matches(match.iteration, earlier)), None)
+        if fault is not None and fault.replaces_answer:
+            fault.used += 1
+        else:
+            recorded += 1
+    group = match.group
+    if recorded < len(group):
+        return group[recorded], copies
+    return next((e for e in reversed(group) if succeeded(e)), group[-1]), copies

@@ -41,7 +41,6 @@ Request headers are never logged or echoed: clients may send a real
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import sys
@@ -58,7 +57,7 @@ import orjson
 
 from ..core.errors import ConfigurationError, RawloopError, ReplayDivergence
 from ..trace.format import Trace
-from .answers import send_assembled, send_stream
+from .answers import Shape, divergence_body, header_safe, send_answer
 from .faults import Fault, parse_fault
 from .loopback import (
     Connection,
@@ -70,17 +69,17 @@ from .loopback import (
     serve_listener,
 )
 from .matching import (
-    Counter,
     Match,
     Matcher,
     Refusal,
-    framing_free,
+    comparable,
+    is_json_answer,
     load,
     parse_body,
-    strip,
+    plan_attempt,
     succeeded,
 )
-from .replayer import DEFAULT_VOLATILE, Answer
+from .replayer import DEFAULT_VOLATILE
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -100,6 +99,7 @@ DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
 _MAX_COUNTERS = 4096  # (trace, iteration, body) attempt counters kept; least recently used go
 _MAX_DIVERGENCES = 1000  # kept on the server; every one is logged
+_MAX_ATTEMPT = 1000  # a retry count past this is served as this attempt
 
 _API_PATHS = {
     "/v1/responses": "responses",
@@ -131,6 +131,8 @@ class ReplayServer(Server):
         max_connections: connections served at once; more wait to be accepted.
         idle_timeout: seconds a connection may stay silent before it is closed.
         max_request_size: the largest request body accepted (413 above it).
+        strict: answer a request that differs from the recording with 409
+            and a ``replay_divergence`` error instead of the nearest answer.
 
     ``divergences`` lists the requests that matched no recording exactly
     (``ReplayDivergence``: iteration, JSON path, recorded and actual value);
@@ -151,6 +153,7 @@ class ReplayServer(Server):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        strict: bool = False,
     ) -> None:
         if max_connections < 1:
             raise ConfigurationError(f"max_connections must be at least 1, not {max_connections}")
@@ -166,6 +169,7 @@ class ReplayServer(Server):
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_request_size = max_request_size
+        self.strict = strict
         options = {"chunking": chunking, "seed": seed, "rate": rate, "ignore": self.ignore}
         self.loaded = [load(i, t, **options) for i, t in enumerate(traces)]
         self.matcher = Matcher(self.loaded, self.ignore)
@@ -174,7 +178,7 @@ class ReplayServer(Server):
         self.divergences: list[ReplayDivergence] = []
         self.served = 0
         self.connections = 0
-        self._counters: OrderedDict[tuple[int, int, bytes], Counter] = OrderedDict()
+        self._counters: OrderedDict[tuple[int, int, bytes], int] = OrderedDict()
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
 
     async def serve(
@@ -224,7 +228,7 @@ class ReplayServer(Server):
             refusal = Refusal(405, message, "method_not_allowed")
             await self._refuse(conn, method, path, refusal, headers=[("allow", allow)])
         elif dialect is not None:
-            await self._api(conn, method, path, dialect, body)
+            await self._api(conn, request, path, dialect, body)
         elif path in _HEALTH_PATHS:
             await conn.send_json(200, self.health())
             self._log(method, path, 200)
@@ -293,8 +297,9 @@ class ReplayServer(Server):
     # -- the API routes ---------------------------------------------------------------------
 
     async def _api(
-        self, conn: Connection, method: str, path: str, dialect: str, raw: bytes
+        self, conn: Connection, request: h11.Request, path: str, dialect: str, raw: bytes
     ) -> None:
+        method = "POST"
         body = parse_body(raw)
         if isinstance(body, Refusal):
             await self._refuse(conn, method, path, body)
@@ -303,9 +308,23 @@ class ReplayServer(Server):
         if isinstance(match, Refusal):
             await self._refuse(conn, method, path, match)
             return
+        headers: list[tuple[str, str]] = []
         if match.difference is not None:
-            self._diverged(match)
-        answer = self._answer(match, body)
+            divergence = self._diverged(match)
+            if self.strict:
+                await conn.send_json(409, divergence_body(divergence))
+                self._log(method, path, 409, f"trace {match.loaded.name}, refused: diverged")
+                return
+            headers.append(("x-rawloop-divergence", header_safe(divergence.path)))
+        retry = _retry_count(request)
+        key = self._counter_key(match, comparable(dialect, body, self.ignore))
+        attempt = retry if retry is not None else self._counters.pop(key, 0)
+        exchange, faults = plan_attempt(match, self.faults, attempt)
+        answer = match.loaded.responder.shape(exchange, match.iteration, attempt, faults=faults)
+        if retry is None and (answer.injected or answer.fail or not succeeded(exchange)):
+            self._counters[key] = min(attempt + 1, _MAX_ATTEMPT)  # the next one is a retry
+            if len(self._counters) > _MAX_COUNTERS:
+                self._counters.popitem(last=False)
         self.served += 1
         where = f"trace {match.loaded.name}, iteration {answer.iteration}, attempt {answer.attempt}"
         if answer.fail == "drop":
@@ -313,14 +332,12 @@ class ReplayServer(Server):
             self._log(method, path, 0, f"{where}, connection dropped")
             return
         where += ", cut short" if answer.fail == "cut" else ""
-        if body.get("stream") is True:  # logged first: the client may go away mid-stream
-            self._log(method, path, answer.status, where)
-            await send_stream(conn, answer)
-        else:
-            status = await send_assembled(conn, answer, dialect)
-            self._log(method, path, status, where)
+        # Logged first: a streaming client may go away mid-answer.
+        self._log(method, path, answer.status, where)
+        shape = Shape(dialect, body, is_json_answer(exchange), self.chunking, self.seed)
+        await send_answer(conn, answer, exchange, shape, headers)
 
-    def _diverged(self, match: Match) -> None:
+    def _diverged(self, match: Match) -> ReplayDivergence:
         found = match.difference
         assert found is not None
         divergence = ReplayDivergence(
@@ -334,33 +351,19 @@ class ReplayServer(Server):
         logger.warning("divergence: %s", divergence)
         if len(self.divergences) < _MAX_DIVERGENCES:
             self.divergences.append(divergence)
+        return divergence
 
-    def _answer(self, match: Match, body: dict[str, Any]) -> Answer:
-        """The next attempt for this (trace, iteration, body): recorded order, then the last success."""
-        canonical = orjson.dumps(
-            strip(framing_free(body), self.ignore), option=orjson.OPT_SORT_KEYS
-        )
-        key = (match.loaded.index, match.iteration, hashlib.sha256(canonical).digest())
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = Counter([dataclasses.replace(f, used=0) for f in self.faults])
-            self._counters[key] = counter
-            if len(self._counters) > _MAX_COUNTERS:
-                self._counters.popitem(last=False)
-        else:
-            self._counters.move_to_end(key)
-        group = match.group
-        if counter.next < len(group):
-            exchange = group[counter.next]
-        else:  # the recorded attempts are used up: the last success, again and again
-            exchange = next((e for e in reversed(group) if succeeded(e)), group[-1])
-        answer = match.loaded.responder.shape(
-            exchange, match.iteration, counter.attempts, faults=counter.faults
-        )
-        counter.attempts += 1
-        if not answer.injected:  # an injected fault leaves the recorded attempt to the retry
-            counter.next = min(counter.next + 1, len(group))
-        return answer
+    def _counter_key(self, match: Match, request: Any) -> tuple[int, int, bytes]:
+        """Attempts at one recorded request, for clients that do not number their retries.
+
+        The openai SDKs send ``x-stainless-retry-count``: the attempt is
+        theirs. For any other client each identical request is the next
+        attempt until one is answered with a success; the next identical
+        request starts again at attempt 0, so another client (or the same
+        one run again) sees the recorded retries and faults too.
+        """
+        canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+        return (match.loaded.index, match.iteration, hashlib.blake2b(canonical).digest()[:16])
 
     def _log(self, method: str, path: str, status: int, detail: str = "") -> None:
         # Method, path, status and where in the trace: never headers, never bodies.
@@ -368,6 +371,14 @@ class ReplayServer(Server):
             logger.info("%s %s -> %s (%s)", method, path, status or "dropped", detail)
         else:
             logger.info("%s %s -> %s", method, path, status)
+
+
+def _retry_count(request: h11.Request) -> int | None:
+    """The attempt number the client gives its request (``x-stainless-retry-count``), if any."""
+    for name, value in request.headers:
+        if name == b"x-stainless-retry-count" and value.isdigit():
+            return min(int(value), _MAX_ATTEMPT)
+    return None
 
 
 # -- the command line's entry point ----------------------------------------------------------

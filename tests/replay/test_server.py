@@ -128,22 +128,41 @@ async def test_fifty_concurrent_clients_replay_the_same_trace() -> None:
     }
 
 
-async def test_the_recorded_retry_sequence_is_served_per_request_body() -> None:
+async def test_the_recorded_retry_sequence_is_served_per_conversation() -> None:
     body = first_body(RETRY)
+    success = Trace.load(RETRY).exchanges()[2].body
     async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
-        first = await client.post(f"{url(server)}/responses", json=body)
-        assert first.status_code == 429
-        assert first.headers["retry-after-ms"] == "50"
-        assert first.json()["error"]["message"] == "Rate limit reached"
-        with pytest.raises(httpx.RemoteProtocolError):  # the recorded reset
-            await client.post(f"{url(server)}/responses", json=body)
-        for _ in range(3):  # then the success, again and again
+        for _ in range(2):  # one client, then the next one: each sees the recorded retries
+            first = await client.post(f"{url(server)}/responses", json=body)
+            assert first.status_code == 429
+            assert first.headers["retry-after-ms"] == "50"
+            assert first.json()["error"]["message"] == "Rate limit reached"
+            with pytest.raises(httpx.RemoteProtocolError):  # the recorded reset
+                await client.post(f"{url(server)}/responses", json=body)
             ok = await client.post(f"{url(server)}/responses", json=body)
-            assert ok.status_code == 200
-            assert ok.content == Trace.load(RETRY).exchanges()[2].body
+            assert ok.status_code == 200 and ok.content == success
         # Another body has a counter of its own.
         other = {**body, "input": [{"role": "user", "content": "ping?"}]}
         assert (await client.post(f"{url(server)}/responses", json=other)).status_code == 429
+
+
+async def test_a_client_that_numbers_its_retries_gets_that_attempt() -> None:
+    body = first_body(RETRY)
+    success = Trace.load(RETRY).exchanges()[2].body
+    async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
+
+        async def attempt(n: int) -> httpx.Response:
+            headers = {"x-stainless-retry-count": str(n)}
+            return await client.post(f"{url(server)}/responses", json=body, headers=headers)
+
+        # Interleaved clients: each one's attempt number alone chooses the answer.
+        assert (await attempt(0)).status_code == 429
+        assert (await attempt(0)).status_code == 429
+        assert (await attempt(2)).content == success
+        with pytest.raises(httpx.RemoteProtocolError):
+            await attempt(1)
+        assert (await attempt(7)).content == success  # past the recording: the last success
+        assert server._counters == {}
 
 
 def _state_size(root: object) -> int:
@@ -178,11 +197,11 @@ async def test_a_busy_counter_does_not_grow() -> None:
             except httpx.RemoteProtocolError:  # the recorded reset
                 return 0
 
-        assert [await status() for _ in range(4)] == [429, 0, 200, 200]
+        assert [await status() for _ in range(4)] == [429, 0, 200, 429]
         size = _state_size(server)
-        assert [await status() for _ in range(200)] == [200] * 200
+        assert [await status() for _ in range(201)] == [0, 200, 429] * 67
         assert _state_size(server) == size
-        assert server.served == 204 and len(server._counters) == 1
+        assert server.served == 205 and len(server._counters) == 1
 
 
 async def test_a_fault_count_is_per_request_body() -> None:
@@ -512,6 +531,17 @@ async def test_an_http_1_0_client_gets_a_close_delimited_body() -> None:
 # -- the other routes and the errors ------------------------------------------------------------
 
 
+async def test_an_unknown_model_is_refused_as_each_dialect_refuses_it() -> None:
+    async with serving(CHAT) as server, httpx.AsyncClient(verify=TLS) as client:
+        body = {**first_body(CHAT), "model": "gpt-0"}
+        error = _is_openai_error(
+            await client.post(f"{url(server)}/chat/completions", json=body), 404
+        )
+        assert (error["code"], error["param"]) == ("model_not_found", None)
+        assert error["message"].startswith("The model `gpt-0` does not exist or you do not")
+        assert "gpt-4o-mini" in error["message"]  # and which models the traces do hold
+
+
 async def test_health_and_models() -> None:
     async with serving(ROUNDTRIP, CHAT) as server, httpx.AsyncClient(verify=TLS) as client:
         health = await client.get(f"http://127.0.0.1:{server.port}/health")
@@ -566,7 +596,9 @@ async def test_errors_are_shaped_like_openai_errors() -> None:
         assert wrong.headers["allow"] == "POST"
         _is_openai_error(await client.delete(f"{base}/models"), 405)
         unknown = await client.post(f"{base}/responses", json={"model": "gpt-0", "input": []})
-        assert _is_openai_error(unknown, 404)["code"] == "model_not_found"
+        error = _is_openai_error(unknown, 400)  # as the Responses API answers it
+        assert (error["code"], error["param"]) == ("model_not_found", "model")
+        assert error["message"].startswith("The requested model 'gpt-0' does not exist.")
         chat = await client.post(f"{base}/chat/completions", json=first_body(CHAT))
         assert "no loaded trace speaks the chat dialect" in _is_openai_error(chat, 404)["message"]
         big = await client.post(f"{base}/responses", content=b"x" * 1001)
