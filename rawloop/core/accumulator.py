@@ -16,7 +16,45 @@ from .errors import IncompleteStream, InvalidEventData
 from .sse import ServerSentEvent, utf8_error
 from .turn import Delta, Turn
 
-__all__ = ["Accumulator", "event_of"]
+__all__ = ["Accumulator", "FieldTypeError", "event_of", "int_field", "kind", "str_field"]
+
+
+class FieldTypeError(Exception):
+    """A field of an event's JSON has the wrong type.
+
+    Raised by the field readers below inside a handler, where the event is not
+    at hand; the accumulator turns it into ``InvalidEventData`` naming the event.
+    """
+
+
+def kind(value: object) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "boolean"
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+_KINDS = {str: "string", int: "integer", float: "number", list: "array", dict: "object"}
+
+
+def str_field(obj: dict[str, Any], key: str, where: str = "") -> str | None:
+    """``obj[key]`` when it is a string, None when absent or null, else ``FieldTypeError``."""
+    value = obj.get(key)
+    if value is None or type(value) is str:
+        return value
+    raise FieldTypeError(f"{where}{key} is {kind(value)}, not a string")
+
+
+def int_field(obj: dict[str, Any], key: str, default: int = 0, where: str = "") -> int:
+    """``obj[key]`` when it is an integer (not a boolean), ``default`` when absent or null."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if type(value) is int:
+        return value
+    raise FieldTypeError(f"{where}{key} is {kind(value)}, not an integer")
 
 
 def event_of(name: str, data: bytes, offset: int, last_id: str | None) -> ServerSentEvent:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import chat, responses
+from . import chat, responses, responses_request
 from .accumulator import Accumulator
 from .errors import ConfigurationError
 
@@ -32,10 +32,10 @@ _DIALECTS = {
         "responses",
         "/responses",
         responses.ResponsesAccumulator,
-        responses.normalize_input,
-        responses.build_request,
-        responses.tool_result_items,
-        responses.tool_schema,
+        responses_request.normalize_input,
+        responses_request.build_request,
+        responses_request.tool_result_items,
+        responses_request.tool_schema,
     ),
     "chat": Dialect(
         "chat",

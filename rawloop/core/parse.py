@@ -7,7 +7,7 @@ from typing import Any
 
 from .accumulator import event_of
 from .dialect import DIALECTS, get_dialect
-from .errors import IncompleteStream, InvalidEventData, StreamError
+from .errors import IncompleteStream, InvalidEventData, RawloopError, StreamError
 from .sse import DEFAULT_MAX_EVENT_SIZE, RawEvent, ServerSentEvent, SSEDecoder
 from .turn import Delta, Turn
 
@@ -41,26 +41,46 @@ class StreamParser:
     def feed(self, chunk: bytes) -> list[Delta]:
         accumulator = self.accumulator
         deltas: list[Delta] = []
-        for event in self._decode(chunk):
-            if isinstance(event, tuple):
-                deltas += accumulator.feed_raw(*event)
-            else:
-                deltas += accumulator.feed(event)
+        event: ServerSentEvent | RawEvent | None = None
+        try:
+            for event in self._decode(chunk):
+                if isinstance(event, tuple):
+                    deltas += accumulator.feed_raw(*event)
+                else:
+                    deltas += accumulator.feed(event)
+        except RawloopError:
+            raise
+        except Exception as exc:  # a bug of ours must still come out typed, with the turn
+            raise self._unexpected(exc, event) from exc
         return deltas
 
     def feed_events(self, chunk: bytes) -> list[tuple[ServerSentEvent, Any, list[Delta]]]:
         """Each completed event, as hooks see it: the event, its JSON, its deltas."""
         accumulator = self.accumulator
         out = []
-        for item in self._decode(chunk):
-            event = event_of(*item) if isinstance(item, tuple) else item
-            # feed() takes the dialect's fast path; it leaves the JSON it parsed behind.
-            deltas = accumulator.feed(event)
-            out.append((event, accumulator.last_payload, deltas))
+        item: ServerSentEvent | RawEvent | None = None
+        try:
+            for item in self._decode(chunk):
+                event = event_of(*item) if isinstance(item, tuple) else item
+                # feed() takes the dialect's fast path; it leaves the JSON it parsed behind.
+                deltas = accumulator.feed(event)
+                out.append((event, accumulator.last_payload, deltas))
+        except RawloopError:
+            raise
+        except Exception as exc:
+            raise self._unexpected(exc, item) from exc
         return out
 
     def close(self) -> Turn:
         """End of stream: the finished Turn, or ``IncompleteStream`` with the partial one."""
+        try:
+            return self._close()
+        except RawloopError:
+            raise
+        except Exception as exc:
+            raise self._unexpected(exc, None) from exc
+
+    def _close(self) -> Turn:
         events = self._decode(None)
         try:
             for event in events:
@@ -88,8 +108,34 @@ class StreamParser:
         return self.accumulator.finish()
 
     def partial_turn(self) -> Turn:
-        """The turn as far as the stream got."""
-        return self.accumulator.partial_turn()
+        """The turn as far as the stream got.
+
+        Never raises: when the accumulator cannot build even that (a bug), the
+        bare turn it holds, without its derived fields.
+        """
+        try:
+            return self.accumulator.partial_turn()
+        except Exception:
+            return self.accumulator.turn
+
+    def _unexpected(
+        self, exc: Exception, event: ServerSentEvent | RawEvent | None
+    ) -> InvalidEventData:
+        """The last line of defence: an accumulator failure no check foresaw, typed."""
+        index = self.accumulator.event_index
+        if isinstance(event, tuple):
+            offset: int | None = event[2]
+        elif event is not None:
+            offset = event.offset
+        else:  # at the end of the stream: the last event is the one to blame
+            offset = None
+        where = f"at byte {offset}" if offset is not None else "at the end of the stream"
+        return InvalidEventData(
+            f"event {index} ({where}) could not be understood: {type(exc).__name__}: {exc}",
+            event_index=index,
+            offset=offset,
+            partial=self.partial_turn(),
+        )
 
     def _decode(self, chunk: bytes | None) -> list[ServerSentEvent | RawEvent]:
         try:
@@ -97,17 +143,29 @@ class StreamParser:
                 return list(self.decoder.close())
             return self.decoder.feed_mixed(chunk)
         except StreamError as exc:
-            # Fold in the events decoded before the problem, then attach the partial turn.
-            try:
-                for event in exc.events:
-                    if isinstance(event, tuple):
-                        self.accumulator.feed_raw(*event)
-                    else:
-                        self.accumulator.feed(event)
-            except StreamError:
-                pass  # the first problem is the one to report
+            # Fold in the events decoded before the problem, then attach the partial
+            # turn. A problem in one of those events comes earlier in the bytes: it
+            # is the one to report, as it would be had the chunks been smaller.
+            self._fold_before(exc.events)
             exc.partial = self.partial_turn()
             raise
+
+    def _fold_before(self, events: list[ServerSentEvent | RawEvent]) -> None:
+        event: ServerSentEvent | RawEvent | None = None
+        try:
+            for event in events:
+                if isinstance(event, tuple):
+                    self.accumulator.feed_raw(*event)
+                else:
+                    self.accumulator.feed(event)
+        except StreamError as earlier:
+            if earlier.partial is None:
+                earlier.partial = self.partial_turn()
+            raise earlier from None
+        except RawloopError:
+            raise
+        except Exception as bug:
+            raise self._unexpected(bug, event) from bug
 
 
 def parse_stream(data: bytes | Iterable[bytes], dialect: str = "responses") -> Turn:

@@ -1,4 +1,6 @@
-"""The Responses API dialect: request bodies, and an accumulator from events to a Turn.
+"""The Responses API dialect: an accumulator from stream events to a Turn.
+
+The request side (bodies, tool schemas) is ``rawloop.core.responses_request``.
 
 Theory of operation
 -------------------
@@ -29,18 +31,11 @@ from typing import Any
 
 import orjson
 
-from .accumulator import Accumulator, event_of
-from .errors import ConfigurationError
+from .accumulator import Accumulator, FieldTypeError, event_of, int_field, kind, str_field
 from .sse import ServerSentEvent
 from .turn import Delta, FunctionCall
 
-__all__ = [
-    "ResponsesAccumulator",
-    "build_request",
-    "normalize_input",
-    "tool_result_items",
-    "tool_schema",
-]
+__all__ = ["ResponsesAccumulator"]
 
 _TERMINAL_STATUS = {
     "response.completed": "completed",
@@ -171,26 +166,16 @@ class ResponsesAccumulator(Accumulator):
 
     def _text_delta(self, p: dict[str, Any], name: str, offset: int) -> list[Delta]:
         self.event_index += 1
-        seq = p.get("sequence_number")
-        if seq is not None:
-            self._sequence(seq)
-        item_id = p.get("item_id") or ""
-        content_index = p.get("content_index") or 0
-        key = self._last_part_key
-        if item_id == key[0] and content_index == key[1]:
-            parts = self._last_part  # thousands of deltas in a row go to one part
-        else:
-            parts = self._part(item_id, content_index)
-        delta = p.get("delta")
-        if type(delta) is not str:
+        try:
+            seq = p.get("sequence_number")
+            if seq is not None:
+                self._sequence(seq)
+            return self._on_text_delta(p, _TEXT_DELTA)
+        except FieldTypeError as exc:
             raise self._bad(
                 ServerSentEvent(name, "", None, None, offset),
-                f"unexpected shape for {_TEXT_DELTA}: no string 'delta'",
-            )
-        parts.append(delta)
-        if not self.want_deltas:
-            return _NO_DELTAS
-        return [Delta("text", delta, _TEXT_DELTA, item_id, p.get("output_index") or 0)]
+                f"unexpected shape for {_TEXT_DELTA}: {exc}",
+            ) from None
 
     def apply(self, payload: Any, event: ServerSentEvent) -> list[Delta]:
         if payload is None:  # "data: [DONE]", sent by OpenRouter after the terminal event
@@ -202,23 +187,24 @@ class ResponsesAccumulator(Accumulator):
             etype = event.event
             if etype == "message":
                 raise self._bad(event, "event has no 'type' in its data and no 'event:' line")
-        seq = payload.get("sequence_number")
-        if seq is not None:
-            self._sequence(seq)
-        return self._dispatch(payload, etype, event)
-
-    def _dispatch(self, payload: dict[str, Any], etype: Any, event: ServerSentEvent) -> list[Delta]:
-        handler = _HANDLERS.get(etype)
-        if handler is None:
-            self.turn.unknown_events.append(payload)
-            return [Delta("unknown", type=str(etype))]
         try:
+            seq = payload.get("sequence_number")
+            if seq is not None:
+                self._sequence(seq)
+            handler = _HANDLERS.get(etype)
+            if handler is None:
+                self.turn.unknown_events.append(payload)
+                return [Delta("unknown", type=str(etype))]
             return handler(self, payload, etype)
+        except FieldTypeError as exc:
+            raise self._bad(event, f"unexpected shape for {etype}: {exc}") from None
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise self._bad(event, f"unexpected shape for {etype}: {exc!r}") from None
 
     def _sequence(self, seq: Any) -> None:
         """Note a gap in ``sequence_number`` (a lost or repeated event) as a warning."""
+        if type(seq) is not int:
+            raise FieldTypeError(f"sequence_number is {kind(seq)}, not an integer")
         last = self._last_seq
         if last is not None and seq != last + 1:
             self.turn.warnings.append(
@@ -238,17 +224,25 @@ class ResponsesAccumulator(Accumulator):
     # -- handlers, most frequent first ----------------------------------------
 
     def _on_text_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
+        # The hot path: every check is a type() identity test.
         item_id = p.get("item_id") or ""
-        parts = self._part(item_id, p.get("content_index") or 0)
-        delta = p["delta"]
+        content_index = p.get("content_index") or 0
+        if type(item_id) is not str or type(content_index) is not int:
+            item_id, content_index = _part_key(p, "content_index")
+        key = self._last_part_key
+        if item_id == key[0] and content_index == key[1]:
+            parts = self._last_part  # thousands of deltas in a row go to one part
+        else:
+            parts = self._part(item_id, content_index)
+        delta = _delta(p)
         parts.append(delta)
         if not self.want_deltas:
             return _NO_DELTAS
-        return [Delta("text", delta, etype, item_id, p.get("output_index") or 0)]
+        return [Delta("text", delta, etype, item_id, int_field(p, "output_index"))]
 
     def _on_args_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
         call = self._call_for(p)
-        delta = p["delta"]
+        delta = _delta(p)
         call.fragments.append(delta)
         if not self.want_deltas:
             return _NO_DELTAS
@@ -273,7 +267,7 @@ class ResponsesAccumulator(Accumulator):
 
     def _on_text_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
         text = p.get("text")
-        key = (p.get("item_id") or "", p.get("content_index") or 0)
+        key = _part_key(p, "content_index")
         parts = self._text.get(key)
         if isinstance(text, str) and (parts is None or "".join(parts) != text):
             if parts is not None:
@@ -283,11 +277,12 @@ class ResponsesAccumulator(Accumulator):
                 )
             self._text[key] = [text]
             self._last_part_key = (None, -1)
-        return [Delta("lifecycle", type=etype, item_id=key[0], index=p.get("output_index") or 0)]
+        index = int_field(p, "output_index")
+        return [Delta("lifecycle", type=etype, item_id=key[0], index=index)]
 
     def _on_item_added(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        item = p["item"]
-        index = p.get("output_index", len(self._items))
+        item = _item(p["item"], "item.")
+        index = int_field(p, "output_index", len(self._items))
         self._items[index] = item
         item_id = item.get("id")
         if item_id:
@@ -299,10 +294,10 @@ class ResponsesAccumulator(Accumulator):
         return [Delta("lifecycle", type=etype, item_id=item_id, index=index)]
 
     def _on_item_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        item = p["item"]
+        item = _item(p["item"], "item.")
         item_id = item.get("id")
-        index = p.get("output_index")
-        if index is None:
+        index = int_field(p, "output_index", -1)
+        if index < 0:
             index = (
                 self._index_of_item.get(item_id, len(self._items)) if item_id else len(self._items)
             )
@@ -320,19 +315,19 @@ class ResponsesAccumulator(Accumulator):
         return deltas
 
     def _on_reasoning_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        item_id = p.get("item_id") or ""
-        key = (item_id, p.get("summary_index", p.get("content_index")) or 0)
+        key = _part_key(p, "summary_index" if "summary_index" in p else "content_index")
         parts = self._reasoning.get(key)
         if parts is None:
             parts = self._reasoning[key] = []
-        delta = p["delta"]
+        delta = _delta(p)
         parts.append(delta)
-        return [Delta("reasoning", delta, etype, item_id, p.get("output_index") or 0)]
+        return [Delta("reasoning", delta, etype, key[0], int_field(p, "output_index"))]
 
     def _on_refusal_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        delta = p["delta"]
+        delta = _delta(p)
         self._refusal.append(delta)
-        return [Delta("refusal", delta, etype, p.get("item_id"), p.get("output_index") or 0)]
+        index = int_field(p, "output_index")
+        return [Delta("refusal", delta, etype, str_field(p, "item_id"), index)]
 
     def _on_progress(self, p: dict[str, Any], etype: str) -> list[Delta]:
         delta = p.get("delta")
@@ -341,8 +336,8 @@ class ResponsesAccumulator(Accumulator):
                 "lifecycle",
                 delta if isinstance(delta, str) else "",
                 etype,
-                p.get("item_id"),
-                p.get("output_index") or 0,
+                str_field(p, "item_id"),
+                int_field(p, "output_index"),
             )
         ]
 
@@ -368,7 +363,8 @@ class ResponsesAccumulator(Accumulator):
 
     # -- helpers --------------------------------------------------------------
 
-    def _take_response(self, response: dict[str, Any], status: str | None) -> None:
+    def _take_response(self, response: Any, status: str | None) -> None:
+        response = _check_response(response)
         turn = self.turn
         turn.response_id = response.get("id") or turn.response_id
         turn.model = response.get("model") or turn.model
@@ -379,10 +375,12 @@ class ResponsesAccumulator(Accumulator):
             turn.error = response["error"]
         details = response.get("incomplete_details")
         if isinstance(details, dict) and details.get("reason"):
-            turn.finish_reason = details["reason"]
+            turn.finish_reason = str_field(details, "reason", "response.incomplete_details.")
 
     def _call_for(self, p: dict[str, Any]) -> _CallState:
         item_id = p["item_id"]
+        if type(item_id) is not str:
+            raise FieldTypeError(f"item_id is {kind(item_id)}, not a string")
         call = self._calls.get(item_id)
         if call is None:
             # A resumed stream may start after output_item.added: keep going,
@@ -391,7 +389,7 @@ class ResponsesAccumulator(Accumulator):
                 f"arguments for {item_id} arrived before its item was announced"
             )
             call = self._calls[item_id] = _CallState(
-                item_id, p.get("output_index") or 0, None, None
+                item_id, int_field(p, "output_index"), None, None
             )
         return call
 
@@ -471,6 +469,47 @@ class ResponsesAccumulator(Accumulator):
         return calls
 
 
+def _delta(p: dict[str, Any]) -> str:
+    delta = p.get("delta")
+    if type(delta) is not str:
+        what = "missing" if delta is None else kind(delta)
+        raise FieldTypeError(f"delta is {what}, not a string")
+    return delta
+
+
+def _part_key(p: dict[str, Any], index_key: str) -> tuple[str, int]:
+    """(item_id, part index) of a fragment event, checked: it keys a dict."""
+    return str_field(p, "item_id") or "", int_field(p, index_key)
+
+
+def _item(item: Any, where: str) -> dict[str, Any]:
+    """An output item, its identifying fields checked (they key dicts and become calls)."""
+    if type(item) is not dict:
+        raise FieldTypeError(f"{where.rstrip('.')} is {kind(item)}, not an object")
+    for key in ("id", "call_id", "name", "type"):
+        str_field(item, key, where)
+    return item
+
+
+def _check_response(response: Any) -> dict[str, Any]:
+    """A response object's fields that reach the Turn, checked."""
+    if type(response) is not dict:
+        raise FieldTypeError(f"response is {kind(response)}, not an object")
+    for key in ("id", "model", "status"):
+        str_field(response, key, "response.")
+    for key in ("usage", "error"):
+        value = response.get(key)
+        if value is not None and type(value) is not dict:
+            raise FieldTypeError(f"response.{key} is {kind(value)}, not an object")
+    output = response.get("output")
+    if output is not None:
+        if type(output) is not list:
+            raise FieldTypeError(f"response.output is {kind(output)}, not an array")
+        for i, item in enumerate(output):
+            _item(item, f"response.output[{i}].")
+    return response
+
+
 # One table for every accumulator: plain functions, so an accumulator holds no
 # bound methods of itself (no reference cycle for the garbage collector to find).
 _HANDLERS: dict[str, Handler] = {
@@ -493,49 +532,3 @@ _HANDLERS: dict[str, Handler] = {
     "error": ResponsesAccumulator._on_error,
     **dict.fromkeys(_PROGRESS_EVENTS, ResponsesAccumulator._on_progress),
 }
-
-
-# -- the request side ----------------------------------------------------------
-
-
-def normalize_input(input: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A user string becomes one user message; a list of items is copied (not the items)."""
-    if isinstance(input, str):
-        return [{"role": "user", "content": input}]
-    if isinstance(input, list) and all(isinstance(item, dict) for item in input):
-        return list(input)
-    raise ConfigurationError(
-        f"input must be a string or a list of item dicts, not {type(input).__name__}"
-    )
-
-
-def build_request(
-    model: str,
-    input: list[dict[str, Any]],
-    *,
-    instructions: str | None,
-    tools: list[dict[str, Any]],
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    """The JSON body of one streamed ``POST /responses``."""
-    body: dict[str, Any] = {"model": model, "input": input}
-    if instructions is not None:
-        body["instructions"] = instructions
-    if tools:
-        body["tools"] = tools
-    body["stream"] = True
-    body.update(params)
-    return body
-
-
-def tool_result_items(results: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """``function_call_output`` input items for (call_id, output) pairs."""
-    return [
-        {"type": "function_call_output", "call_id": call_id, "output": output}
-        for call_id, output in results
-    ]
-
-
-def tool_schema(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """A function tool definition in the Responses shape."""
-    return {"type": "function", "name": name, "description": description, "parameters": parameters}

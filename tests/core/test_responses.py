@@ -19,7 +19,7 @@ from rawloop.core.errors import (
     InvalidEventData,
 )
 from rawloop.core.parse import StreamParser, parse_stream
-from rawloop.core.responses import build_request, normalize_input, tool_result_items
+from rawloop.core.responses_request import build_request, normalize_input, tool_result_items
 from rawloop.core.turn import Turn
 
 CORPUS = Path(__file__).parents[1] / "corpus"
