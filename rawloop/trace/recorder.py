@@ -4,15 +4,21 @@ The recorder writes and flushes each record as it happens, so a process
 killed mid-run leaves a file whose complete lines are a valid prefix.
 
 Secrets are removed at the seam, before anything reaches the disk: headers
-(``rawloop.core.redact``), then the user's rules, then a last scan that refuses
-to write a record that still looks like an API key.
+(``rawloop.core.redact``), then the user's rules, then a last scan for anything
+still shaped like an API key. The scan reads decoded strings (an escape such as
+``\\n`` before a key hides nothing) and the chunks as one stream (a key split
+across two chunks is found: a chunk whose end could start a key is written
+when the next one arrives). What it finds is replaced by a placeholder and the
+record says where (``withheld``): a record is never dropped.
 """
 
 from __future__ import annotations
 
 import datetime
 import gzip
+import logging
 import re
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +27,14 @@ from typing import IO, Any, cast
 import orjson
 
 from .._version import __version__
-from ..core.errors import SecretInTraceError
 from ..core.patch import parse_pointer
-from ..core.redact import SECRET_PATTERN, placeholder, redact_headers
+from ..core.redact import (
+    ChunkRedactor,
+    may_hold_secret,
+    placeholder,
+    redact_headers,
+    redact_json,
+)
 from ..loop.hooks import (
     ChunkInfo,
     DecisionInfo,
@@ -40,6 +51,8 @@ from .format import DERIVED_KINDS, FORMAT, FORMAT_VERSION, encode_chunk
 
 __all__ = ["Redactor", "TraceRecorder"]
 
+logger = logging.getLogger("rawloop.trace")
+
 # -- redaction --------------------------------------------------------------------
 
 
@@ -54,8 +67,8 @@ class Redactor:
         patterns: regexes replaced in request bodies' strings and chunk text.
             A match that spans two chunks cannot be seen in either: redact such
             data with ``json_paths`` or at its source.
-        allow_secrets: write records that still look like API keys (never do
-            this with traces that leave your machine).
+        allow_secrets: turn the last key scan off: write what still looks like
+            an API key (never do this with traces that leave your machine).
     """
 
     headers: Sequence[str] = ()
@@ -139,10 +152,20 @@ class TraceRecorder:
         self.redactor = redact or Redactor()
         self.metadata = dict(metadata or {})
         self.records_written = 0
-        self.records_refused = 0
+        #: Records written with a key-shaped string replaced by a placeholder.
+        self.records_withheld = 0
         self._file: IO[bytes] | None = None
         self._mode = "wb" if overwrite else "ab"
         self._header_written = False
+        # Chunks waiting for the next one to show whether their end starts a key.
+        self._chunks = ChunkRedactor()
+        self._chunk_key: tuple[int, int] | None = None
+        self._held: deque[tuple[dict[str, Any], bytes]] = deque()
+
+    @property
+    def records_refused(self) -> int:
+        """The former name of ``records_withheld`` (no record is refused any more)."""
+        return self.records_withheld
 
     # The header needs the loop's dialect and model: the first breakpoint has them.
     def on_breakpoint(self, state: LoopState) -> None:
@@ -209,21 +232,43 @@ class TraceRecorder:
         )
 
     def on_chunk(self, info: ChunkInfo) -> None:
-        encoded: dict[str, Any] = encode_chunk(info.data)
+        key = (info.iteration, info.attempt)
+        if key != self._chunk_key:
+            self._flush_chunks()
+            self._chunk_key = key
+        record = {
+            "kind": "chunk",
+            "iteration": info.iteration,
+            "attempt": info.attempt,
+            "t": round(info.elapsed, 6),
+        }
+        if self.redactor.allow_secrets:
+            self._write_chunk(record, info.data, info.data)
+            return
+        self._held.append((record, info.data))
+        for data in self._chunks.feed(info.data):
+            self._write_chunk(*self._held.popleft(), data)
+
+    def _flush_chunks(self) -> None:
+        """Write the chunks held back (the stream ended, or something else happened)."""
+        for data in self._chunks.flush():
+            self._write_chunk(*self._held.popleft(), data)
+        self._chunk_key = None
+
+    def _write_chunk(self, record: dict[str, Any], wire: bytes, data: bytes) -> None:
+        encoded: dict[str, Any] = encode_chunk(data)
+        if data != wire:
+            # The secret scan changed these bytes: say so, and where.
+            self.records_withheld += 1
+            self._warn(record, [f"/{next(iter(encoded))}"])
+            encoded["redacted"] = True
+            encoded["withheld"] = [f"/{next(iter(encoded))}"]
         if "text" in encoded:
             text = self.redactor.text(encoded["text"])
             if text != encoded["text"]:
                 # Say so: these bytes are no longer the ones that crossed the wire.
                 encoded["text"], encoded["redacted"] = text, True
-        self._write(
-            {
-                "kind": "chunk",
-                "iteration": info.iteration,
-                "attempt": info.attempt,
-                "t": round(info.elapsed, 6),
-                **encoded,
-            }
-        )
+        self._write({**record, **encoded})
 
     def on_decision(self, info: DecisionInfo) -> None:
         self._write({"kind": "decision", "iteration": info.iteration, "turn": info.turn.to_dict()})
@@ -273,6 +318,8 @@ class TraceRecorder:
         self.close()
 
     def close(self) -> None:
+        """Write what is held back and close the file (the next record reopens it)."""
+        self._flush_chunks()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -289,22 +336,37 @@ class TraceRecorder:
         return handle
 
     def _write(self, record: dict[str, Any]) -> None:
+        if record["kind"] != "chunk" and self._held:
+            self._flush_chunks()  # records stay in the order things happened
         if record["kind"] in DERIVED_KINDS:
             # Turns, results and edits repeat what the wire carried: same rules.
             record = self.redactor.strings(record)
         line = orjson.dumps(record)
-        # The regex is slow on big chunks; a key cannot be there without one of these.
-        if not self.redactor.allow_secrets and (b"sk-" in line or b"Bearer" in line):
-            match = SECRET_PATTERN.search(line.decode(errors="replace"))
-            if match:
-                self.records_refused += 1
-                # Say where, never what: the message must not carry the secret.
-                raise SecretInTraceError(
-                    f"a {record['kind']} record (iteration {record.get('iteration', '-')}) still "
-                    f"matches an API-key pattern after redaction; it was not written to {self.path}. "
-                    "Add a Redactor rule for it (or allow_secrets=True for a local-only trace)."
-                )
+        if (
+            not self.redactor.allow_secrets
+            and record["kind"] != "chunk"  # chunks went through the stream scan
+            and may_hold_secret(line)
+        ):
+            # The last scan reads decoded strings: in the serialized line an escape
+            # ("\\n", "\\t") right before a key would hide where the key starts.
+            redacted, where = redact_json(record)
+            if where:
+                self.records_withheld += 1
+                self._warn(record, where)
+                line = orjson.dumps({**redacted, "withheld": where})
         handle = self._file if self._file is not None else self._open()
         handle.write(line + b"\n")
         handle.flush()
         self.records_written += 1
+
+    def _warn(self, record: dict[str, Any], where: list[str]) -> None:
+        # Say where, never what: the pointers are built from redacted keys.
+        logger.warning(
+            "a %s record (iteration %s) held something shaped like an API key at %s; it was "
+            "written to %s with a placeholder there. Add a Redactor rule for it at its source "
+            "(or allow_secrets=True for a local-only trace).",
+            record["kind"],
+            record.get("iteration", "-"),
+            ", ".join(where),
+            self.path,
+        )

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from rawloop import APIStatusError, TraceFormatError, TraceVersionError
+from rawloop.core.redact import placeholder
 from rawloop.loop.loop import Loop
 from rawloop.loop.retry import RetryPolicy
 from rawloop.trace.format import Trace, chunk_bytes, encode_chunk
@@ -126,20 +127,23 @@ async def test_the_api_key_reaches_no_trace_log_error_or_output(
     assert len(placeholders) == 1 and placeholders.pop().startswith("Bearer [REDACTED:")
 
 
-async def test_a_record_that_still_holds_a_key_is_refused(tmp_path: Path) -> None:
+async def test_a_record_that_still_holds_a_key_is_written_with_a_placeholder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     api = ScriptedAPI([Reply(corpus("responses-text-minimal-1.sse"))])
     loop = Loop("m", http_client=api.client(), api_key="sk-x")
     path = tmp_path / "run.jsonl"
     leaked = "sk-proj-" + "a" * 30
     recorder = TraceRecorder(path)
-    with pytest.warns(RuntimeWarning, match="API-key pattern") as caught:
-        await loop.run(f"my key is {leaked}", hooks=[recorder])
-    assert leaked not in path.read_text() and leaked not in str([w.message for w in caught])
-    assert recorder.records_refused == 1
+    await loop.run(f"my key is {leaked}", hooks=[recorder])
+    assert leaked not in path.read_text() and leaked not in caplog.text
+    assert "API key at /body/input/0/content" in caplog.text
+    assert recorder.records_withheld == 1
     records = Trace.load(path).records
-    # The refusal itself is on record (without the secret), then the run goes on.
-    assert [r.kind for r in records][:2] == ["error", "response"]
-    assert records[0].data["type"] == "SecretInTraceError"
+    # The request is there, readable, and says what was withheld (where, never what).
+    assert [r.kind for r in records][:2] == ["request", "response"]
+    assert records[0].data["withheld"] == ["/body/input/0/content"]
+    assert records[0].data["body"]["input"][0]["content"] == f"my key is {placeholder(leaked)}"
 
 
 async def test_user_redaction_rules_for_headers_json_paths_and_patterns(tmp_path: Path) -> None:
