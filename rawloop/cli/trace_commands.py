@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ..core.errors import ConfigurationError
 from ..core.parse import DIALECTS, parse_stream
 from .common import load_trace, use_color, warn_about
 
@@ -37,11 +38,29 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_page(page: str, output: str | None) -> None:
+    """An HTML page to ``output`` (named on stderr), or to stdout without one."""
+    if output is None:
+        sys.stdout.write(page)
+        return
+    Path(output).write_text(page, encoding="utf-8")
+    sys.stderr.write(f"rawloop: wrote {output}\n")
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from ..trace.show import as_json, raw, render
 
+    if (args.output or args.prices) and not args.html:
+        raise ConfigurationError("-o/--output and --prices go with --html")
     trace = load_trace(args.trace)
-    if args.raw:
+    if args.html:
+        from ..trace.html_kit import load_prices
+        from ..trace.html_page import show_page
+
+        prices = load_prices(args.prices) if args.prices else None
+        warn_about(trace)
+        _write_page(show_page(trace, prices=prices), args.output)
+    elif args.raw:
         warn_about(trace)
         sys.stdout.flush()
         sys.stdout.buffer.write(raw(trace))
@@ -61,7 +80,12 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     a, b = load_trace(args.a), load_trace(args.b)
     ignore = () if args.no_default_ignore else DEFAULT_IGNORE
     result = diff(a, b, ignore=(*ignore, *args.ignore), strict_chunks=args.strict_chunks)
-    sys.stdout.write(f"A: {a.path}\nB: {b.path}\n{result}\n")
+    if args.html:
+        from ..trace.html_diff import diff_page
+
+        _write_page(diff_page(a, b, result), args.output)
+    else:
+        sys.stdout.write(f"A: {a.path}\nB: {b.path}\n{result}\n")
     return 0 if result.equal else 1
 
 
@@ -80,6 +104,17 @@ def add_commands(sub: Any) -> None:
         "--raw", action="store_true", help="write every response body exactly as received"
     )
     form.add_argument("--json", action="store_true", help="print the trace grouped, as JSON")
+    form.add_argument(
+        "--html",
+        action="store_true",
+        help="write one self-contained HTML page of the run (to stdout, or -o FILE)",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="where --html writes the page")
+    p.add_argument(
+        "--prices",
+        metavar="FILE.json",
+        help='with --html: add a cost, from {"model": {"input": $, "output": $}} per 1M tokens',
+    )
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser(
@@ -104,4 +139,8 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="compare timings, dates, request ids and versions too",
     )
+    p.add_argument(
+        "--html", action="store_true", help="write the two runs side by side as an HTML page"
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="where --html writes the page")
     p.set_defaults(func=_cmd_diff)

@@ -15,17 +15,24 @@ from typing import Any
 
 import orjson
 
+from ..core.errors import RawloopError
+from ..core.patch import parse_pointer
 from ..core.redact import SENSITIVE_HEADERS
 from .format import Exchange, Record, Trace
 
 __all__ = [
+    "UNKNOWN",
     "Iteration",
     "Run",
     "clip",
+    "content_text",
+    "edit_before",
     "group_runs",
     "header_summary",
     "is_redacted",
+    "item_text",
     "plural",
+    "pretty",
     "safe",
     "safe_headers",
     "secs",
@@ -105,9 +112,10 @@ def group_runs(trace: Trace) -> list[Run]:
                 exchange.error = data
             else:
                 iteration.notes.append(record)
-        elif kind == "edit":
-            iteration.edits.extend(data["patch"])
-        elif kind == "decision":
+        elif kind == "edit" and isinstance(data["patch"], list):
+            # A trace is untrusted: an op that is not an object is kept as a note.
+            iteration.edits.extend(op for op in data["patch"] if isinstance(op, dict))
+        elif kind == "decision" and isinstance(data["turn"], dict):
             iteration.decisions.append(data["turn"])
         elif kind == "result":
             iteration.results.append(data)
@@ -158,6 +166,102 @@ def timing(exchange: Exchange) -> tuple[float | None, float | None]:
     """Seconds from the request to the first and the last chunk (None without chunks)."""
     times = [c["t"] for c in exchange.chunks if isinstance(c.get("t"), (int, float))]
     return (times[0], times[-1]) if times else (None, None)
+
+
+# -- edits ---------------------------------------------------------------------------
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<not recorded>"
+
+
+#: What ``edit_before`` gives when the trace does not hold the value an edit replaced.
+UNKNOWN: Any = _Unknown()
+
+
+def edit_before(run: Run, iteration: Iteration, op: dict[str, Any]) -> Any:
+    """The value an edit op replaced or removed, as far as the trace tells it, else ``UNKNOWN``.
+
+    The state a breakpoint edits is not recorded whole: its ``model``,
+    ``instructions`` and ``tools`` are those of the previous request, its
+    ``results`` those of the previous iteration. Its ``input`` is only known
+    after the edit, so an edit of the input has no recorded "before".
+    """
+    if op.get("op") not in ("replace", "remove") or not isinstance(op.get("path"), str):
+        return UNKNOWN
+    index = run.iterations.index(iteration) if iteration in run.iterations else -1
+    if index <= 0:
+        return UNKNOWN
+    previous = run.iterations[index - 1]
+    body = previous.exchanges[-1].request.get("body") if previous.exchanges else None
+    state: dict[str, Any] = {"results": previous.results}
+    if isinstance(body, dict):
+        state.update({k: body.get(k) for k in ("model", "instructions", "tools")})
+    try:
+        tokens = parse_pointer(op["path"])
+    except RawloopError:
+        return UNKNOWN
+    if not tokens or tokens[0] not in state:
+        return UNKNOWN
+    value: Any = state
+    for token in tokens:
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return UNKNOWN
+    return value
+
+
+# -- input items -----------------------------------------------------------------------
+
+
+def item_text(item: Any) -> tuple[str, str]:
+    """An input item or message as ``(heading, full text)``: role or type, then its content."""
+    if not isinstance(item, dict):
+        return type(item).__name__, pretty(item)
+    kind, role = item.get("type"), item.get("role")
+    if kind == "function_call":
+        head = f"function_call {item.get('name')} ({item.get('call_id')})"
+        return head, pretty(item.get("arguments"))
+    if kind == "function_call_output":
+        return f"function_call_output ({item.get('call_id')})", content_text(item.get("output"))
+    if role == "tool":
+        return f"tool ({item.get('tool_call_id')})", content_text(item.get("content"))
+    if role:
+        text = content_text(item.get("content")) if item.get("content") is not None else ""
+        for call in item.get("tool_calls") or ():
+            function = call.get("function", {}) if isinstance(call, dict) else {}
+            if isinstance(function, dict):
+                text += f"\ncall {function.get('name')}({function.get('arguments')})"
+        return str(role), text.strip()
+    return str(kind or "item"), pretty(item)
+
+
+def content_text(content: Any) -> str:
+    """The text of a message content: a string, or the text parts of a list (else JSON)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [str(p.get("text")) for p in content if isinstance(p, dict) and "text" in p]
+        if len(texts) == len(content):
+            return "\n".join(texts)
+    return pretty(content)
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON for people; a string holding JSON is shown as that JSON."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return str(value)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    except TypeError:
+        return repr(value)
 
 
 # -- text for people ---------------------------------------------------------
