@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .redact import redact_bytes, redact_json, redact_text
+
 if TYPE_CHECKING:
     from .turn import Turn
 
@@ -60,6 +62,10 @@ class RawloopError(Exception):
     """
 
     result: Any = None
+
+    def __init__(self, *args: object) -> None:
+        # A message often quotes what a server sent: no key reaches str(exc), a log or a 502.
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class StreamError(RawloopError):
@@ -105,7 +111,8 @@ class StreamErrorEvent(StreamError):
 
     def __init__(self, message: str, *, error: dict[str, Any], partial: Turn | None = None):
         super().__init__(message, partial=partial)
-        self.error = error
+        #: The server's error object, with anything shaped like a key redacted.
+        self.error: dict[str, Any] = redact_json(error)[0]
 
 
 class IncompleteStream(StreamError):
@@ -130,7 +137,8 @@ class APIStatusError(APIError):
     ):
         super().__init__(message)
         self.status = status
-        self.body = body
+        #: The response body, with anything shaped like a key redacted.
+        self.body = redact_bytes(body)
         #: The response headers, redacted (``retry-after`` lives here).
         self.headers = headers or {}
         #: The ``x-request-id`` header, the handle OpenAI support asks for.
