@@ -27,7 +27,7 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "SECRET_PATTERN",
@@ -112,6 +112,7 @@ _OPEN_AT_END = re.compile(
 )
 
 _KEY = os.urandom(32)
+_T = TypeVar("_T")
 
 
 def placeholder(secret: str) -> str:
@@ -198,7 +199,7 @@ def may_hold_secret(data: bytes | str) -> bool:
     return _QUICK_BYTES.search(data) is not None
 
 
-def redact_json(value: Any, *, limit: int = 20) -> tuple[Any, list[str]]:
+def redact_json(value: _T, *, limit: int = 20) -> tuple[_T, list[str]]:
     """``value`` with keys redacted in every string (object keys too), and where.
 
     Returns the new value (``value`` itself when nothing was found) and the
@@ -207,7 +208,7 @@ def redact_json(value: Any, *, limit: int = 20) -> tuple[Any, list[str]]:
     """
     found: list[str] = []
     out = _redact_json(value, "", found, limit)
-    return out, found
+    return cast(_T, out), found
 
 
 def _pointer_token(key: str) -> str:

@@ -17,7 +17,7 @@ import orjson
 
 from ..core.errors import RawloopError
 from ..core.patch import parse_pointer
-from ..core.redact import SENSITIVE_HEADERS
+from ..core.redact import SENSITIVE_HEADERS, redact_text
 from .format import Exchange, Record, Trace
 
 __all__ = [
@@ -271,7 +271,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def safe(text: str) -> str:
     """Control characters (ESC above all) made visible, so trace content cannot drive a terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+    # Keys first: once a tab is shown as "\\x09", the key after it no longer starts a word.
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", redact_text(text))
 
 
 def usage_text(usage: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.redact import redact_bytes, redact_json
 from .format import Exchange, Trace, chunk_bytes
 from .runs import (
     Iteration,
@@ -52,7 +53,7 @@ def raw(trace: Trace) -> bytes:
                     f"{target(exchange)} -> {status_of(exchange)} ({len(body)} bytes) ---\n"
                 )
                 out += safe(line).encode()
-                out += body
+                out += redact_bytes(body)  # the joined body: a key split by chunks is whole here
     return bytes(out)
 
 
@@ -72,7 +73,7 @@ def as_json(trace: Trace) -> dict[str, Any]:
     """
     runs = group_runs(trace)
     first = _run_json(runs[0])
-    return {
+    document = {
         "path": trace.path,
         "format": trace.header.get("format"),
         "version": trace.header.get("version"),
@@ -81,6 +82,7 @@ def as_json(trace: Trace) -> dict[str, Any]:
         **first,
         "later_runs": [_run_json(run) for run in runs[1:]],
     }
+    return redact_json(document, limit=0)[0]  # a trace is untrusted: it may hold a key
 
 
 def _run_json(run: Run) -> dict[str, Any]:
