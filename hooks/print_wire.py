@@ -14,8 +14,10 @@ to ``Loop(hooks=[...])``). What it prints, as things happen:
 
 Headers other than ``content-type`` are never printed (the request headers
 reach hooks already redacted, but there is nothing to learn from them here),
-and every printed text goes through ``rawloop.core.redact.redact_text`` so that
-anything shaped like an API key or a bearer token is replaced.
+and anything shaped like an API key or a bearer token is replaced in every
+printed line (``rawloop.core.redact``). The body goes through a
+``ChunkRedactor``, so a key split across two chunks is caught too: a chunk
+whose end could be the start of a key is printed with the next one.
 
 Environment variables (read at each call, so they can change between runs):
 
@@ -37,10 +39,11 @@ import codecs
 import http
 import os
 import sys
+from collections import deque
 
 import orjson
 
-from rawloop.core.redact import redact_text
+from rawloop.core.redact import ChunkRedactor, redact_json, redact_text
 from rawloop.loop.hooks import ChunkInfo, EndInfo, ErrorInfo, RequestInfo, ResponseInfo
 
 _CHUNK_MODES = ("text", "repr", "off")
@@ -49,6 +52,9 @@ _CHUNK_MODES = ("text", "repr", "off")
 _decoder: codecs.IncrementalDecoder | None = None
 _at_line_start = True
 _warned_mode: str | None = None
+# The body's key scan, and what the chunks it holds back were (mode, offset, size, time).
+_redactor = ChunkRedactor()
+_held: deque[tuple[str, int, int, float]] = deque()
 
 
 def _write(text: str) -> None:
@@ -62,8 +68,8 @@ def _write(text: str) -> None:
 
 
 def _line(text: str) -> None:
-    """Write one line, starting a new one first if a body left the cursor mid-line."""
-    _write(("" if _at_line_start else "\n") + text + "\n")
+    """Write one line (keys redacted), starting a new one first if a body left the cursor mid-line."""
+    _write(("" if _at_line_start else "\n") + redact_text(text) + "\n")
 
 
 def _chunk_mode() -> str:
@@ -83,8 +89,23 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _flush_decoder() -> None:
+def _print_body(pieces: list[bytes]) -> None:
+    """Print chunks the key scan released, each as the mode it arrived in asks."""
     global _decoder
+    for data in pieces:
+        mode, offset, size, elapsed = _held.popleft()
+        if mode == "repr":
+            _line(f"    [{offset}+{size} at {elapsed:.3f} s] {data!r}")
+            continue
+        if _decoder is None:  # a chunk with no request seen (the hook was added mid-run)
+            _decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        _write(redact_text(_decoder.decode(data)))
+
+
+def _flush_decoder() -> None:
+    global _decoder, _redactor
+    _print_body(_redactor.flush())
+    _redactor = ChunkRedactor()
     if _decoder is not None:
         _write(redact_text(_decoder.decode(b"", final=True)))
         _decoder = None
@@ -108,7 +129,7 @@ def on_request(info: RequestInfo) -> None:
         parts.append(_plural(len(tools), "tool"))
     _line("    " + ", ".join(parts))
     if os.environ.get("RAWLOOP_WIRE_BODY", "").strip() in ("1", "true", "yes"):
-        pretty = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+        pretty = orjson.dumps(redact_json(body)[0], option=orjson.OPT_INDENT_2).decode()
         for text in redact_text(pretty).splitlines():
             _line("    " + text)
 
@@ -127,19 +148,11 @@ def on_response(info: ResponseInfo) -> None:
 
 
 def on_chunk(info: ChunkInfo) -> None:
-    global _decoder
     mode = _chunk_mode()
     if mode == "off":
         return
-    if mode == "repr":
-        _line(
-            f"    [{info.offset}+{len(info.data)} at {info.elapsed:.3f} s] "
-            f"{redact_text(repr(info.data))}"
-        )
-        return
-    if _decoder is None:  # a chunk with no request seen (the hook was added mid-run)
-        _decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    _write(redact_text(_decoder.decode(info.data)))
+    _held.append((mode, info.offset, len(info.data), info.elapsed))
+    _print_body(_redactor.feed(info.data))
 
 
 def on_error(info: ErrorInfo) -> None:
