@@ -19,6 +19,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     import anyio
 
     from ..loop.tool_files import load_module, tools_in
+    from ..replay.capture_replay import is_capture
     from ..replay.chunking import CHUNKINGS
     from ..replay.replayer import loop_from_trace, replay
     from ..trace.recorder import TraceRecorder
@@ -32,6 +33,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise RawloopError("--live-tools needs --tools FILE.py with the real tool functions")
     trace = load_trace(args.trace)
     warn_about(trace)
+    if not (args.loop or args.tools or args.hook or args.live_tools) and is_capture(trace):
+        return _replay_as_sent(args, trace)
     hooks = [load_module(path) for path in args.hook]
     tools = [t for path in args.tools for t in tools_in(load_module(path))]
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,6 +74,42 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
 
 
+def _replay_as_sent(args: argparse.Namespace, trace: Any) -> int:
+    """A capture of another client: its recorded requests, as sent, against the responder."""
+    import anyio
+
+    from ..replay.replayer import replay
+
+    if args.save:
+        raise RawloopError(
+            "--save writes a loop's run: add --loop to re-drive the capture through rawloop's loop"
+        )
+    options: dict[str, Any] = {
+        "rate": args.rate,
+        "chunking": args.chunking,
+        "seed": args.seed,
+        "faults": args.fault,
+        "as_sent": True,
+    }
+
+    async def go() -> Any:
+        if args.server:
+            from ..replay.server import replay_over_http
+
+            return await replay_over_http(trace, **options)
+        return await replay(trace, on_divergence=args.on_divergence, **options)
+
+    count = len(trace.exchanges())
+    if not args.quiet:
+        sys.stdout.write(
+            f"{args.trace} is a capture (rawloop record): replaying its {count} "
+            "request(s) as the client sent them (--loop re-drives it through rawloop's loop)\n"
+        )
+    report = anyio.run(go)
+    sys.stdout.write(f"replay of {args.trace}: {report}\n")
+    return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..replay.server import run_server
 
@@ -90,10 +129,13 @@ def add_commands(sub: Any) -> None:
     """Add this module's subcommands to ``sub`` (an argparse subparsers object)."""
     p = sub.add_parser(
         "replay",
-        help="replay a trace through the loop against a fake server and compare",
+        help="replay a trace against a fake server and compare",
         description="Replay TRACE through a real rawloop loop, answered from the trace, "
-        "and say whether every request matched the recording. Exit 0 identical, "
-        "1 diverged, 2 bad input or an error during the run.",
+        "and say whether every request matched the recording. A capture made by "
+        "`rawloop record` (another client's run) is replayed as the client sent it: its "
+        "recorded requests, judged by the conversation's meaning; --loop re-drives it "
+        "through rawloop's loop instead. Exit 0 identical, 1 diverged, 2 bad input or an "
+        "error during the run.",
     )
     p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
     p.add_argument(
@@ -138,6 +180,12 @@ def add_commands(sub: Any) -> None:
         "--server",
         action="store_true",
         help="replay over a real loopback HTTP server instead of in process",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="re-drive a capture (rawloop record) through rawloop's loop instead of sending "
+        "its requests as the client sent them (--hook, --tools and --live-tools imply it)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
     p.set_defaults(func=_cmd_replay)

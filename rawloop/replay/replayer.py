@@ -29,8 +29,9 @@ from ..loop.retry import RetryPolicy
 from ..loop.state import LoopState, RunResult
 from ..loop.tools import StopLoop, Tool, ToolResult
 from ..trace.format import Exchange, Trace
+from .capture_replay import is_capture, replay_as_sent
 from .faults import Fault
-from .responder import DEFAULT_VOLATILE, Answer, Responder
+from .responder import DEFAULT_VOLATILE, Answer, Responder, comparable_turn
 from .transport import ReplayTransport, load
 
 __all__ = [
@@ -212,6 +213,7 @@ async def replay(
     ignore: Sequence[str] = DEFAULT_VOLATILE,
     hooks: Iterable[Any] = (),
     http_client: httpx.AsyncClient | None = None,
+    as_sent: bool | None = None,
 ) -> ReplayReport:
     """Run ``trace`` end to end through a loop and compare it with the recording.
 
@@ -228,8 +230,27 @@ async def replay(
     it is then the judge of the requests: the report's ``divergences`` and
     ``unconsumed`` stay empty, and only the decisions, the stop reason and
     (with ``live_tools``) the tool outputs are compared.
+
+    ``as_sent``: send the recorded requests as they are instead of running a
+    loop (``rawloop.replay.capture_replay``). By default (None) a capture
+    recorded by ``rawloop record`` is replayed so, unless a ``loop``, ``hooks``
+    or ``live_tools`` ask for rawloop's loop to take the client's place.
     """
     trace = load(trace)
+    if as_sent is None:
+        as_sent = is_capture(trace) and loop is None and not live_tools and not hooks
+    if as_sent:
+        report: ReplayReport = await replay_as_sent(
+            trace,
+            http_client=http_client,
+            chunking=chunking,
+            seed=seed,
+            rate=rate,
+            faults=faults,
+            on_divergence=on_divergence,
+            ignore=ignore,
+        )
+        return report
     transport: ReplayTransport | None = None
     client = http_client
     if client is None:
@@ -305,7 +326,9 @@ def judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
         return
     decisions = trace.of_kind("decision")
     for record, turn in zip(decisions, result.turns):
-        found = first_difference(_comparable(record.data["turn"]), _comparable(turn.to_dict()))
+        found = first_difference(
+            comparable_turn(record.data["turn"]), comparable_turn(turn.to_dict())
+        )
         if found is not None:
             report.verdict = "diverged"
             report.divergence = ReplayDivergence(
@@ -326,15 +349,3 @@ def judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
             recorded=end.get("stop_reason"),
             actual=result.stop_reason,
         )
-
-
-# Re-chunking may drop the final blank line on purpose; that warning says nothing
-# about the decision. Every other warning (a sequence gap, text that disagrees
-# with its done event) does.
-_CHUNKING_WARNING = "stream ended without a blank line after the last event"
-
-
-def _comparable(turn: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in turn.items() if k != "event_count"}
-    out["warnings"] = [w for w in turn.get("warnings", ()) if w != _CHUNKING_WARNING]
-    return out

@@ -17,13 +17,21 @@ from typing import Any
 
 import orjson
 
+from ..core.conversation import conversation, item_key
 from ..core.errors import ConfigurationError, ReplayDivergence
 from ..core.jsondiff import first_difference
 from ..trace.format import Exchange, Trace, chunk_bytes
 from .chunking import rechunk, split_events
 from .faults import Fault, apply_to_events, parse_fault
 
-__all__ = ["DEFAULT_VOLATILE", "Answer", "Responder", "answer_headers"]
+__all__ = [
+    "DEFAULT_VOLATILE",
+    "Answer",
+    "Responder",
+    "answer_headers",
+    "comparable_turn",
+    "meaning_of",
+]
 
 #: Request-body keys ignored when comparing with the recording: they change
 #: between runs without changing what the model is asked.
@@ -72,6 +80,9 @@ class Responder:
         ignore: request-body keys left out of the comparison.
         on_divergence: ``"raise"`` (``ReplayDivergence``) or ``"warn"`` (record,
             warn, and answer with the recording anyway).
+        compare: ``"exact"`` (the bodies as JSON) or ``"meaning"`` (the
+            conversation's items by their identity keys: ``meaning_of``), for
+            captures of clients that render items their own way.
     """
 
     def __init__(
@@ -84,11 +95,14 @@ class Responder:
         faults: Iterable[Fault | str] = (),
         ignore: Sequence[str] = DEFAULT_VOLATILE,
         on_divergence: str = "raise",
+        compare: str = "exact",
     ) -> None:
         if on_divergence not in ("raise", "warn"):
             raise ConfigurationError(
                 f"on_divergence must be 'raise' or 'warn', not {on_divergence!r}"
             )
+        if compare not in ("exact", "meaning"):
+            raise ConfigurationError(f"compare must be 'exact' or 'meaning', not {compare!r}")
         rechunk([], chunking)  # fail now on an unknown mode, not mid-run
         self.trace = trace
         self.exchanges = trace.exchanges()
@@ -98,6 +112,7 @@ class Responder:
         self.faults = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
         self.ignore = tuple(ignore)
         self.on_divergence = on_divergence
+        self.compare = compare
         self.divergences: list[ReplayDivergence] = []
         self.served = 0  # requests answered, faults included
         self._cursor = 0
@@ -189,6 +204,9 @@ class Responder:
 
     def _compare(self, exchange: Exchange, body: Any) -> None:
         recorded = exchange.request.get("body")
+        if self.compare == "meaning":
+            recorded = meaning_of(self.trace.dialect, recorded)
+            body = meaning_of(self.trace.dialect, body)
         found = first_difference(recorded, body, self.ignore)
         if found is None:
             return
@@ -248,6 +266,35 @@ class Responder:
         return [g * self.rate for g in gaps]
 
 
+def meaning_of(dialect: str, body: Any) -> Any:
+    """``body`` with each conversation item replaced by what identifies it (``item_key``).
+
+    Two renderings of the same conversation (null fields dropped, content
+    parts for a string, ``parsed_arguments`` added) give equal values; a
+    difference still has a JSON path naming the item (``input[2]``).
+    """
+    if not isinstance(body, dict):
+        return body
+    key = "messages" if dialect == "chat" else "input"
+    if key not in body:
+        return body
+    keys = [orjson.loads(item_key(item)) for item in conversation(dialect, body)]
+    return {**body, key: keys}
+
+
 def answer_headers(recorded: dict[str, str]) -> dict[str, str]:
     """The recorded response headers without the hop-by-hop and framing ones."""
     return {k: v for k, v in recorded.items() if k.lower() not in _DROPPED_HEADERS}
+
+
+# Re-chunking may drop the final blank line on purpose; that warning says nothing
+# about the decision. Every other warning (a sequence gap, text that disagrees
+# with its done event) does.
+_CHUNKING_WARNING = "stream ended without a blank line after the last event"
+
+
+def comparable_turn(turn: dict[str, Any]) -> dict[str, Any]:
+    """A recorded or replayed turn as the judges compare it: no event count, no chunking warning."""
+    out = {k: v for k, v in turn.items() if k != "event_count"}
+    out["warnings"] = [w for w in turn.get("warnings", ()) if w != _CHUNKING_WARNING]
+    return out
