@@ -41,12 +41,14 @@ Python").
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import queue
 import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -102,6 +104,16 @@ __all__ = [
 
 #: What a replayed run does once an edit took it off the recording.
 AFTER_EDIT_MODES = ("stop", "live", "ignore")
+
+#: Debuggers whose worker may still run: closed at interpreter exit, before its finalisers.
+_OPEN: weakref.WeakSet[Debugger] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open() -> None:
+    for debugger in list(_OPEN):
+        debugger.close()
+
 
 #: The stop reason of a replay ended by ``after_edit="stop"``.
 LEFT_RECORDING = "left-recording"
@@ -208,6 +220,8 @@ class Debugger:
             loop.tool_runner = self._run_tool
             own.append(RecordedEdits(replayer, lambda: self.departure is None, self._events.put))
         self._tmp = Path(tempfile.mkdtemp(prefix="rawloop-step-"))
+        # Removes the session's files when the debugger is collected or at exit, unclosed.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
         self.recording = self._tmp / "session.jsonl"
         self.recorder = SessionRecorder(self.recording, lambda: self.state)
         watcher = Watcher(self._breakpoint, self._events.put, self.attempts, self._errors)
@@ -294,6 +308,7 @@ class Debugger:
             warnings.filterwarnings("ignore", message="rawloop replay:", category=RuntimeWarning)
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         portal = self._portal_cm.__enter__()
+        _OPEN.add(self)  # closed at exit if still paused there
         self._future = portal.start_task_soon(self._drive)
         return self._wait()
 
@@ -346,8 +361,20 @@ class Debugger:
             self._commands.put("quit")  # wake a breakpoint that is waiting
 
     def close(self) -> None:
-        """Stop the worker (cancelling an unfinished run) and remove the session's files."""
+        """Stop the worker (cancelling an unfinished run) and remove the session's files.
+
+        Optional: the worker stops by itself when the run ends, and a debugger
+        still open at interpreter exit is closed then (``with`` closes it early).
+        """
         self.abort()
+        self._stop_worker()
+        self.recorder.close()
+        self._cleanup()
+
+    def _stop_worker(self) -> None:
+        # Exiting the portal joins its thread: done on the caller's thread while the
+        # interpreter still runs, never left to a finaliser at exit (where the portal's
+        # daemon thread is frozen and joining it would hang the process).
         if self._portal_cm is not None:
             with contextlib.suppress(BaseException):
                 self._portal_cm.__exit__(None, None, None)
@@ -355,8 +382,6 @@ class Debugger:
         if self._warnings is not None:
             self._warnings.close()
             self._warnings = None
-        self.recorder.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def _wait(self) -> Pause:
         interrupts = 0
@@ -379,6 +404,7 @@ class Debugger:
                 continue
             if event.ended:
                 self.ended, self.result, self.error = True, event.result, event.error
+                self._stop_worker()  # nothing more runs: the thread goes, the files stay
             else:
                 self.paused = True
             return event
