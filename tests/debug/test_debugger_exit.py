@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,17 @@ print("ended: paused at", dbg.state.iteration)
 """
 
 
+def _readme_recipe() -> str:
+    """The README's Debugger example, saving to OUT rather than into the checkout."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(
+        r"```python\n(from rawloop.debug.debugger import Debugger\n.*?)```", readme, re.S
+    )
+    assert found, "README.md has no Debugger example"
+    assert '"edited.jsonl"' in found.group(1)
+    return found.group(1).replace('"edited.jsonl"', "OUT")
+
+
 def _run(script: str, out: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     code = f"OUT = {str(out)!r}\n" + textwrap.dedent(script)
     return subprocess.run(
@@ -64,8 +76,13 @@ def _run(script: str, out: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("script", "said"),
-    [(RECIPE, "ended: completed"), (WITH, "ended: completed"), (ABANDONED, "ended: paused at 1")],
-    ids=["no-close", "with", "left-paused"],
+    [
+        (RECIPE, "ended: completed"),
+        (WITH, "ended: completed"),
+        (ABANDONED, "ended: paused at 1"),
+        (_readme_recipe(), "completed"),
+    ],
+    ids=["no-close", "with", "left-paused", "readme"],
 )
 def test_a_debugger_script_exits_by_itself(script: str, said: str, tmp_path: Path) -> None:
     sessions = tmp_path / "tmp"
