@@ -65,7 +65,11 @@ Authorize = Callable[[RequestContext, str, str | None], bool | Awaitable[bool]]
 
 
 # Never shown to tools as plain headers: they get run_token instead.
-_SECRET_HEADERS = ("x-run-token",)
+_SECRET_HEADERS = ("x-run-token", "x-pipelines-run-token")
+# The pipelines envelope's names first, then the generic ones.
+_PROXY_HEADERS = ("x-pipelines-odyssey-proxy-url", "x-tool-proxy-url")
+_TOKEN_HEADERS = ("x-pipelines-run-token", "x-run-token")
+_PROXY_FIELDS = ("odyssey_proxy_url", "proxy_url")
 
 
 def request_context(
@@ -81,8 +85,8 @@ def request_context(
         route=route,
         agent=agent,
         conversation_id=conversation,
-        proxy_url=headers.get("x-tool-proxy-url"),
-        run_token=headers.get("x-run-token"),
+        proxy_url=next((headers[h] for h in _PROXY_HEADERS if headers.get(h)), None),
+        run_token=next((headers[h] for h in _TOKEN_HEADERS if headers.get(h)), None),
         client=(str(client[0]), int(client[1])) if client else None,
         headers=redact_headers(headers, _SECRET_HEADERS),
         scope=scope,
@@ -125,17 +129,22 @@ def string_field(value: object, field: str) -> str:
 
 
 def proxy_url_of(body: dict[str, Any], context: RequestContext) -> str | None:
-    value = body.get("proxy_url")
-    if value is None:
-        return context.proxy_url
-    if not isinstance(value, str):
-        raise HTTPProblem(
-            422,
-            f"proxy_url must be a string, not {spoken_type(value)}",
-            field="proxy_url",
-            type="invalid_field",
-        )
-    return value
+    """The tool proxy URL: the body's ``odyssey_proxy_url`` or ``proxy_url``, else the header's."""
+    for name in _PROXY_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise HTTPProblem(
+                422,
+                f"{name} must be an http(s) URL string, not {spoken_type(value)}"
+                if not isinstance(value, str)
+                else f"{name} must be an http(s) URL",
+                field=name,
+                type="invalid_field",
+            )
+        return value
+    return context.proxy_url
 
 
 # How error messages name a JSON value's type ("must be a string, not a number").

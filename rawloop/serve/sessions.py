@@ -1,9 +1,11 @@
-"""Persistent conversations stored as wire traces: one trace file per session.
+"""Conversations read from wire traces: session names, and the items a run ended with.
 
-A session lives at ``root/{agent}/{id}/{session}.jsonl``. Each request runs
-the loop once and appends that run to the file (``TraceRecorder`` with
-``overwrite=False``), so the file is an ordinary rawloop trace holding
-several runs, each starting with its own header line:
+The session store (``rawloop.serve.store``) keeps sessions now; this module
+holds what it shares with the trace files older servers wrote, one file per
+session at ``root/{agent}/{id}/{session}.jsonl`` (``rawloop.serve.migrate``
+imports them). Each turn appended a run to the file, so the file is an
+ordinary rawloop trace holding several runs, each starting with its own
+header line:
 
 * ``rawloop show FILE`` prints every run, one after the other;
 * ``rawloop diff A B`` compares two session files record by record, runs included;
@@ -39,11 +41,7 @@ model's next request shows it. Two limits: a request record refused by the
 trace's secret scan is missing from the file, so the conversation continues
 from the request before it; and a file edited by hand is trusted as it is.
 
-Files are repaired before appending: a last line cut short by a crash is
-removed, so the new run's header starts on a line of its own.
-
-Requests to one session are serialised in process with an ``anyio.Lock`` per
-file; several server processes sharing one directory are not coordinated.
+``repair`` cuts a last line left unfinished by a crash.
 """
 
 from __future__ import annotations
@@ -51,25 +49,15 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
 from ..core.dialect import get_dialect
-from ..loop.loop import Loop
-from ..loop.state import RunResult
 from ..trace.format import Trace
-from ..trace.recorder import TraceRecorder
 
 __all__ = [
     "DEFAULT_SESSION",
     "MISSING_OUTPUT",
-    "SessionStore",
     "check_name",
     "conversation",
     "repair",
@@ -206,79 +194,3 @@ def repair(path: str | Path) -> bool:
                 break
         handle.truncate(keep)
         return True
-
-
-@dataclass
-class _Lock:
-    lock: anyio.Lock
-    users: int = 0
-
-
-class SessionStore:
-    """Session files under ``root`` and a lock per session.
-
-    ``await store.run(loop, agent, id, session, message)`` is one turn of a
-    conversation: it waits for the session's lock, rebuilds the conversation
-    from the file, runs the loop with it and the new message, and appends the
-    run to the file.
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self._locks: dict[Path, _Lock] = {}
-
-    def path(self, agent: str, id: str, session: str | None = None) -> Path:
-        """The file of one session (every part checked with ``check_name``)."""
-        return (
-            self.root
-            / check_name(agent, "agent name")
-            / check_name(id, "id")
-            / f"{check_name(session or DEFAULT_SESSION, 'session')}.jsonl"
-        )
-
-    @asynccontextmanager
-    async def lock(self, path: Path) -> AsyncIterator[None]:
-        """Hold the session's lock (locks no one waits for are forgotten)."""
-        entry = self._locks.get(path)
-        if entry is None:
-            entry = self._locks[path] = _Lock(anyio.Lock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[path]
-
-    async def history(self, path: Path, instructions: str | None = None) -> list[dict[str, Any]]:
-        """``conversation(path)``, read in a worker thread."""
-        return await anyio.to_thread.run_sync(lambda: conversation(path, instructions=instructions))
-
-    def recorder(self, path: Path, metadata: dict[str, Any] | None = None) -> TraceRecorder:
-        """A recorder appending one run to ``path`` (a cut last line removed first)."""
-        repair(path)
-        return TraceRecorder(path, overwrite=False, metadata=metadata)
-
-    async def run(
-        self,
-        loop: Loop,
-        agent: str,
-        id: str,
-        session: str | None,
-        message: str,
-        *,
-        hooks: Iterable[Any] = (),
-    ) -> RunResult:
-        """One turn of the conversation; the new run is appended to the session file."""
-        path = self.path(agent, id, session)
-        async with self.lock(path):
-            items = await self.history(path, loop.instructions)
-            metadata = {"session": {"agent": agent, "id": id, "name": session or DEFAULT_SESSION}}
-            recorder = self.recorder(path, metadata)
-            try:
-                return await loop.run(
-                    [*items, *loop.dialect.normalize_input(message)], hooks=[recorder, *hooks]
-                )
-            finally:
-                recorder.close()  # on_end closes it too; this covers a run that never began

@@ -297,6 +297,8 @@ class SQLiteStore(SessionStore):
         while not await self._call(take):
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.1)
+        # The body's exception is raised after the group, not wrapped in an exception group.
+        raised: BaseException | None = None
         try:
             async with anyio.create_task_group() as group:
 
@@ -309,8 +311,12 @@ class SQLiteStore(SessionStore):
                     group.start_soon(keep_alive)
                 try:
                     yield
+                except BaseException as exc:
+                    raised = exc
                 finally:
                     group.cancel_scope.cancel()
+            if raised is not None:
+                raise raised
         finally:
             with anyio.CancelScope(shield=True):
                 await self._call(release)

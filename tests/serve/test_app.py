@@ -30,6 +30,7 @@ from rawloop.loop.tools import tool
 from rawloop.serve.app import AgentApp, RequestContext, app, current_request
 from rawloop.serve.asgi import route_path, sse_event
 from rawloop.serve.command import add_serve_agent_command, load_target, serve_agent
+from rawloop.serve.store_sqlite import SQLiteStore
 
 from ..conftest import Reply, ScriptedAPI, corpus
 
@@ -423,15 +424,18 @@ async def test_a_factory_serves_agents_by_name(tmp_path: Path) -> None:
     assert [b["instructions"] for b in api.bodies] == ["You are default.", "You are helper."]
 
 
-async def test_conversations_need_a_sessions_dir() -> None:
-    async with client_for(app(make_loop(ScriptedAPI([])))) as client:
+async def test_conversations_are_kept_by_default(rawloop_home: Path) -> None:
+    asgi = app(make_loop(ScriptedAPI([text_reply("hello")])))
+    async with client_for(asgi) as client:
         response = await client.post("/agents/bot/u1", json={"message": "hi"})
-    assert response.status_code == 404
-    assert "sessions_dir" in response.json()["error"]["message"]
+    assert response.status_code == 200
+    assert response.json()["session"] == {"agent": "bot", "id": "u1", "name": "default"}
+    assert (rawloop_home / "sessions.db").is_file()  # $RAWLOOP_HOME/sessions.db
+    assert [s.key.id for s in await asgi.store.sessions()] == ["u1"]
 
 
 async def test_app_refuses_what_is_not_a_loop() -> None:
-    with pytest.raises(ConfigurationError, match="Loop or a factory"):
+    with pytest.raises(ConfigurationError, match="a Loop, a Profile, a factory"):
         app(42)  # type: ignore[arg-type]
 
 
@@ -801,15 +805,20 @@ def test_serve_agent_builds_the_app_and_runs_uvicorn(
     assert serve_agent(f"{target}:loop", port=8123, sessions_dir=tmp_path, log_level="info") == 0
     ((asgi, options),) = fake_uvicorn
     assert isinstance(asgi, AgentApp)
-    assert isinstance(asgi.loop_or_factory, Loop)
-    assert asgi.sessions is not None and asgi.sessions.root == tmp_path
-    assert options == {"host": "127.0.0.1", "port": 8123, "log_level": "info"}
+    assert isinstance(asgi.agents.target("anyone"), Loop)
+    assert isinstance(asgi.store, SQLiteStore) and asgi.store.path == tmp_path / "sessions.db"
+    assert options == {"host": "127.0.0.1", "port": 8123, "log_level": "info", "ws": "wsproto"}
 
 
 def test_the_serve_agent_command(
-    tmp_path: Path, fake_uvicorn: list[tuple[Any, dict[str, Any]]]
+    tmp_path: Path,
+    fake_uvicorn: list[tuple[Any, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    rawloop_home: Path,
 ) -> None:
     import argparse
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # a factory needs no key then
 
     target = tmp_path / "agents.py"
     target.write_text(AGENT_MODULE + "\ndef allow(request, agent, id):\n    return True\n")
@@ -829,10 +838,12 @@ def test_the_serve_agent_command(
     )
     assert args.func(args) == 0
     ((asgi, options),) = fake_uvicorn
-    assert callable(asgi.loop_or_factory) and not isinstance(asgi.loop_or_factory, Loop)
+    factory = asgi.agents.target("anyone")
+    assert callable(factory) and not isinstance(factory, Loop)
     assert asgi.heartbeat == 2.5
     assert asgi.authorize is not None and asgi.authorize.__name__ == "allow"
-    assert asgi.sessions is None
+    assert isinstance(asgi.store, SQLiteStore)
+    assert asgi.store.path == rawloop_home / "sessions.db"
     assert options["port"] == 9000
 
 

@@ -1,4 +1,4 @@
-"""rawloop.sessions and the /agents/{name}/{id} route: conversations kept as trace files."""
+"""The /agents/{name}/{id} route over the session store, and reading old session trace files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 import pytest
 
 from rawloop.loop.loop import Loop
@@ -16,13 +17,14 @@ from rawloop.replay.replayer import replay
 from rawloop.serve.app import app
 from rawloop.serve.sessions import (
     MISSING_OUTPUT,
-    SessionStore,
     check_name,
     conversation,
     repair,
     session_runs,
     split_runs,
 )
+from rawloop.serve.store import SessionKey, SessionLimits
+from rawloop.serve.turns import session_trace, turn_trace
 from rawloop.trace.format import Trace
 from rawloop.trace.recorder import TraceRecorder
 from rawloop.trace.show import as_json, render
@@ -61,25 +63,19 @@ async def ask(asgi: Any, path: str, body: dict[str, Any]) -> httpx.Response:
 
 
 async def test_a_session_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "sessions.db"
     first_api = ScriptedAPI(tool_replies())
     first = await ask(
-        app(make_loop(first_api), sessions_dir=tmp_path),
-        "/agents/calc/user-1",
-        {"message": QUESTION},
+        app(make_loop(first_api), store=db), "/agents/calc/user-1", {"message": QUESTION}
     )
     assert first.status_code == 200
     assert first.json()["final_response"] == ANSWER
     assert first.json()["session"] == {"agent": "calc", "id": "user-1", "name": "default"}
-    path = tmp_path / "calc" / "user-1" / "default.jsonl"
-    assert path.is_file()
 
-    # A new app, as after a restart: only the directory is shared.
+    # A new app, as after a restart: only the store's file is shared.
     second_api = ScriptedAPI([text_reply("It is 2869461.")])
-    second = await ask(
-        app(make_loop(second_api), sessions_dir=tmp_path),
-        "/agents/calc/user-1",
-        {"message": "Say that again?"},
-    )
+    second_app = app(make_loop(second_api), store=db)
+    second = await ask(second_app, "/agents/calc/user-1", {"message": "Say that again?"})
     assert second.status_code == 200
     (sent,) = second_api.bodies
     first_exchange = first.json()["messages"]
@@ -88,15 +84,17 @@ async def test_a_session_survives_a_restart(tmp_path: Path) -> None:
     assert second.json()["messages"][: len(sent["input"])] == sent["input"]
     assert second.json()["final_response"] == "It is 2869461."
 
-    runs = session_runs(path)
-    assert len(runs) == 2
-    assert [run.header["metadata"]["session"]["id"] for run in runs] == ["user-1", "user-1"]
-    assert [r.end()["stop_reason"] for r in runs] == ["completed", "completed"]  # type: ignore[index]
+    turns = await second_app.store.turns(SessionKey("calc", "user-1"))
+    assert [t.index for t in turns] == [0, 1]
+    assert [t.records[0]["metadata"]["session"]["id"] for t in turns] == ["user-1", "user-1"]
+    assert [t.metadata["stop_reason"] for t in turns] == ["completed", "completed"]
+    # Each turn holds what it added: the second one only its question and answer.
+    assert [len(t.items) for t in turns] == [4, 2]
 
 
 async def test_sessions_and_ids_are_kept_apart(tmp_path: Path) -> None:
     api = ScriptedAPI([text_reply("a1"), text_reply("b1"), text_reply("other"), text_reply("a2")])
-    asgi = app(make_loop(api), sessions_dir=tmp_path)
+    asgi = app(make_loop(api), store=tmp_path / "s.db")
     await ask(asgi, "/agents/bot/u1", {"message": "one"})
     await ask(asgi, "/agents/bot/u1", {"message": "first b", "session": "b"})
     await ask(asgi, "/agents/bot/u2", {"message": "other user"})
@@ -105,11 +103,35 @@ async def test_sessions_and_ids_are_kept_apart(tmp_path: Path) -> None:
     assert inputs[1] == ["first b"]
     assert inputs[2] == ["other user"]
     assert inputs[3] == ["one", [{"type": "output_text", "text": "a1"}], "two"]
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl")) == [
-        "bot/u1/b.jsonl",
-        "bot/u1/default.jsonl",
-        "bot/u2/default.jsonl",
+    assert [(str(s.key), s.turns) for s in await asgi.store.sessions()] == [
+        ("bot/u1/b", 1),
+        ("bot/u1/default", 2),
+        ("bot/u2/default", 1),
     ]
+
+
+async def test_a_long_session_grows_linearly(tmp_path: Path) -> None:
+    """Issue 12: each request of a session file used to repeat the whole conversation."""
+    big = "x" * 20_000
+    api = ScriptedAPI([text_reply(f"answer {n}") for n in range(12)])
+    asgi = app(make_loop(api), store=tmp_path / "s.db")
+    for n in range(12):
+        response = await ask(asgi, "/agents/bot/u1", {"message": f"{n} {big}"})
+        assert response.status_code == 200
+    sizes = [t.size for t in await asgi.store.turns(SessionKey("bot", "u1"))]
+    # Every turn stores its own ~20 kB once; the last request alone carried ~240 kB.
+    assert max(sizes) < 1.5 * min(sizes)
+    assert len(orjson.dumps(api.bodies[-1])) > 10 * max(sizes) / 1.5
+
+
+async def test_a_full_session_is_refused_with_409(tmp_path: Path) -> None:
+    api = ScriptedAPI([text_reply("one"), text_reply("two")])
+    asgi = app(make_loop(api), store=tmp_path / "s.db", session_limits=SessionLimits(max_turns=1))
+    assert (await ask(asgi, "/agents/bot/u1", {"message": "first"})).status_code == 200
+    full = await ask(asgi, "/agents/bot/u1", {"message": "second"})
+    assert full.status_code == 409
+    assert full.json()["error"]["type"] == "session_full"
+    assert len(api.requests) == 1  # refused before the model was asked
 
 
 async def test_requests_to_one_session_wait_for_each_other(tmp_path: Path) -> None:
@@ -124,7 +146,7 @@ async def test_requests_to_one_session_wait_for_each_other(tmp_path: Path) -> No
         return a * b
 
     api = ScriptedAPI([*tool_replies(), text_reply("second answer")])
-    asgi = app(make_loop(api, multiply), sessions_dir=tmp_path)
+    asgi = app(make_loop(api, multiply), store=tmp_path / "s.db")
     answers: dict[str, Any] = {}
 
     async def send(name: str, message: str) -> None:
@@ -147,7 +169,7 @@ async def test_requests_to_one_session_wait_for_each_other(tmp_path: Path) -> No
 
 async def test_a_session_answers_with_events_when_asked(tmp_path: Path) -> None:
     api = ScriptedAPI([*tool_replies(), text_reply("again")])
-    asgi = app(make_loop(api), sessions_dir=tmp_path)
+    asgi = app(make_loop(api), store=tmp_path / "s.db")
     accept = [(b"accept", b"text/event-stream")]
     streamed: Exchange = await drive(
         asgi, "/agents/calc/u1", post({"message": QUESTION, "session": "s.1"}), headers=accept
@@ -169,7 +191,7 @@ async def test_a_failed_run_keeps_the_message(tmp_path: Path) -> None:
     api = ScriptedAPI(
         [Reply(b'{"error": {"message": "overloaded"}}', status=400), text_reply("ok")]
     )
-    asgi = app(make_loop(api), sessions_dir=tmp_path)
+    asgi = app(make_loop(api), store=tmp_path / "s.db")
     failed = await ask(asgi, "/agents/bot/u1", {"message": "first"})
     assert failed.status_code == 502
     fine = await ask(asgi, "/agents/bot/u1", {"message": "second"})
@@ -269,30 +291,47 @@ def test_repair_cuts_a_torn_last_line(tmp_path: Path) -> None:
     assert path.read_bytes() == b""
 
 
-async def test_a_crash_cut_session_continues(tmp_path: Path) -> None:
-    api = ScriptedAPI([text_reply("one"), text_reply("two")])
-    asgi = app(make_loop(api), sessions_dir=tmp_path)
-    await ask(asgi, "/agents/bot/u1", {"message": "first"})
+async def test_old_session_files_are_imported_and_continued(tmp_path: Path) -> None:
+    # A session file as an older rawloop wrote it: one appended run per turn.
     path = tmp_path / "bot" / "u1" / "default.jsonl"
+    old = make_loop(ScriptedAPI([text_reply("one"), text_reply("two")]))
+    first = await old.run("first", hooks=[TraceRecorder(path, overwrite=False)])
+    await old.run(
+        [*first.items, {"role": "user", "content": "second"}],
+        hooks=[TraceRecorder(path, overwrite=False)],
+    )
     with path.open("ab") as handle:
         handle.write(b'{"kind": "chunk", "iteration": 0, "att')  # a crash mid-write
-    second = await ask(asgi, "/agents/bot/u1", {"message": "second"})
-    assert second.status_code == 200
-    assert [item.get("content") for item in api.bodies[1]["input"]][::2] == ["first", "second"]
-    Trace.load(path)  # still a well-formed trace
+    before = path.read_bytes()
 
-
-# -- the existing tools on a session file ---------------------------------------------------------
-
-
-async def test_show_and_replay_work_on_a_session_file(tmp_path: Path) -> None:
-    api = ScriptedAPI([*tool_replies(), text_reply("It is 2869461.")])
+    api = ScriptedAPI([text_reply("three"), text_reply("other")])
     asgi = app(make_loop(api), sessions_dir=tmp_path)
+    third = await ask(asgi, "/agents/bot/u1", {"message": "third"})
+    assert third.status_code == 200
+    assert [item.get("content") for item in api.bodies[0]["input"]][::2] == [
+        "first",
+        "second",
+        "third",
+    ]
+    assert path.read_bytes() == before  # left as it was, still readable
+    assert (tmp_path / "sessions.db").is_file()
+    # A restart imports nothing twice.
+    again = app(make_loop(api), sessions_dir=tmp_path)
+    await ask(again, "/agents/bot/u2", {"message": "hi"})
+    assert [s.turns for s in await again.store.sessions()] == [3, 1]
+
+
+# -- the existing tools on an exported session ---------------------------------------------------
+
+
+async def test_show_and_replay_work_on_an_exported_session(tmp_path: Path) -> None:
+    api = ScriptedAPI([*tool_replies(), text_reply("It is 2869461.")])
+    asgi = app(make_loop(api), store=tmp_path / "s.db")
     await ask(asgi, "/agents/calc/u1", {"message": QUESTION})
     await ask(asgi, "/agents/calc/u1", {"message": "again?"})
-    path = tmp_path / "calc" / "u1" / "default.jsonl"
+    turns = await asgi.store.turns(SessionKey("calc", "u1"))
 
-    trace = Trace.load(path)
+    trace = Trace.parse(session_trace(turns))
     shown = render(trace, color=False)
     assert shown.count("multiply") >= 2 and "It is 2869461." in shown
     assert len(as_json(trace)["later_runs"]) == 1
@@ -300,10 +339,16 @@ async def test_show_and_replay_work_on_a_session_file(tmp_path: Path) -> None:
     first, second = split_runs(trace)
     assert (await replay(first)).identical
     assert (await replay(second)).identical  # its first request holds the earlier exchange
-    # As rawloop.sessions documents: the whole file replays its first run only,
-    # and the later runs' requests are reported as never made.
-    whole = await replay(trace)
-    assert whole.verdict == "diverged"
+    alone = Trace.parse(turn_trace(turns, 1))
+    assert alone.records == second.records or [r.data for r in alone.records] == [
+        r.data for r in second.records
+    ]
+    assert (await replay(alone)).identical
+    # The requests are rebuilt exactly as they were sent.
+    sent = [r.data["body"] for r in trace.records if r.kind == "request"] + [
+        r.data["body"] for r in second.records if r.kind == "request"
+    ]
+    assert sent[-1] == api.bodies[-1]
 
 
 def test_names_are_checked() -> None:
@@ -314,14 +359,3 @@ def test_names_are_checked() -> None:
             check_name(bad, "id")
     with pytest.raises(ValueError, match="must be a string"):
         check_name(3, "session")
-    store = SessionStore("/srv/s")
-    assert store.path("bot", "u1") == Path("/srv/s/bot/u1/default.jsonl")
-    assert store.path("bot", "u1", "x") == Path("/srv/s/bot/u1/x.jsonl")
-
-
-async def test_session_locks_are_forgotten_when_free(tmp_path: Path) -> None:
-    store = SessionStore(tmp_path)
-    path = store.path("a", "b")
-    async with store.lock(path):
-        assert path in store._locks
-    assert store._locks == {}
