@@ -2,9 +2,11 @@
 
 Pure functions, seeded and deterministic. ``hostile`` is the one that finds
 parser bugs: it cuts inside multi-byte UTF-8 sequences and between CR and LF,
-switches to bare CR line ends, drops the final blank line and slips keep-alive
-comments between events — every one of them legal SSE, every one of them a
-real server's habit that has broken a real client.
+switches to bare CR line ends and slips keep-alive comments between events —
+every one of them legal SSE, every one of them a real server's habit that has
+broken a real client. It keeps the final blank line: by the SSE spec a last
+event without one is discarded, so dropping it is a fault, not a chunking
+(``drop-final-blank-line`` in ``rawloop.replay.faults``).
 """
 
 from __future__ import annotations
@@ -50,20 +52,20 @@ def split_events(body: bytes) -> list[bytes]:
 
 
 def hostile_body(body: bytes, rng: random.Random) -> bytes:
-    """The body with bare CR line ends (half the time), keep-alives, and no final blank line."""
+    """The body with bare CR line ends (half the time) and keep-alives between events.
+
+    Every event keeps its terminating blank line, the last one included.
+    """
     newline = b"\r" if rng.random() < 0.5 else b"\r\n"
     lines = re.split(rb"\r\n|\r|\n", body)
     out: list[bytes] = []
-    for line in lines:
+    for position, line in enumerate(lines):
         out.append(line)
-        if line == b"" and rng.random() < 0.2:
+        # A keep-alive comment after a blank line, never past the last event.
+        if line == b"" and position < len(lines) - 2 and rng.random() < 0.2:
             out.append(b": keep-alive")
             out.append(b"")
-    text = newline.join(out)
-    # Drop the final blank line, as servers that close early do.
-    while text.endswith(newline):
-        text = text[: -len(newline)]
-    return text
+    return newline.join(out)
 
 
 def _hostile_cuts(body: bytes, rng: random.Random) -> list[int]:

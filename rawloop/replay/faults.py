@@ -10,6 +10,9 @@ optional: any) and one action with its options. Actions:
 ``stall=T``                                    wait T seconds before each chunk
 ``malformed=N``                                put a broken event after event N
 ``duplicate-event=N`` / ``drop-event=N``       repeat or lose event N (0-based)
+``drop-final-blank-line``                      end the body without the blank line that
+                                               ends its last event (which a conforming
+                                               client then discards)
 
 Faults that answer instead of the recording (``status``, ``drop``, the cuts)
 do not use up the recorded exchange: the client's retry gets it. The others
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from ..core.errors import ConfigurationError
 from .chunking import split_events
 
-__all__ = ["Fault", "apply_to_events", "parse_fault"]
+__all__ = ["Fault", "apply_to_events", "drop_final_blank_line", "parse_fault", "trim_to"]
 
 _ACTIONS = {
     "status",
@@ -34,6 +37,7 @@ _ACTIONS = {
     "malformed",
     "duplicate-event",
     "drop-event",
+    "drop-final-blank-line",
 }
 _INT_OPTIONS = {
     "status",
@@ -117,8 +121,26 @@ def _pairs(text: str, spec: str) -> dict[str, str]:
     return out
 
 
+def drop_final_blank_line(body: bytes) -> bytes:
+    """``body`` without the blank line that ends its last event (a body without one: as is)."""
+    last = _line_end(body)
+    if not last:
+        return body
+    rest = body[:-last]
+    return rest if _line_end(rest) else body  # only an empty last line is dropped
+
+
+def _line_end(text: bytes) -> int:
+    """The length of the line end ``text`` ends with (CRLF is one line end), or 0."""
+    if text.endswith(b"\r\n"):
+        return 2
+    return 1 if text.endswith((b"\r", b"\n")) else 0
+
+
 def apply_to_events(body: bytes, fault: Fault) -> bytes:
-    """The body with an event-level fault applied (malformed, duplicate, drop)."""
+    """The body with an event-level fault applied (malformed, duplicate, drop, final blank line)."""
+    if fault.action == "drop-final-blank-line":
+        return drop_final_blank_line(body)
     events = split_events(body)
     index = int(fault.value)
     if fault.action == "malformed":
@@ -129,3 +151,14 @@ def apply_to_events(body: bytes, fault: Fault) -> bytes:
     elif fault.action == "drop-event" and index < len(events):
         del events[index]
     return b"".join(events)
+
+
+def trim_to(chunks: list[bytes], length: int) -> list[bytes]:
+    """The first ``length`` bytes of the joined ``chunks``, keeping their boundaries."""
+    out: list[bytes] = []
+    for chunk in chunks:
+        if length <= 0:
+            break
+        out.append(chunk[:length])
+        length -= len(chunk)
+    return [c for c in out if c]

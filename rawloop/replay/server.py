@@ -58,7 +58,7 @@ import orjson
 from ..core.errors import ConfigurationError, RawloopError, ReplayDivergence
 from ..trace.format import Trace
 from .answers import Shape, divergence_body, header_safe, send_answer
-from .faults import Fault, parse_fault
+from .faults import Fault, drop_final_blank_line, parse_fault, trim_to
 from .loopback import (
     Connection,
     Server,
@@ -320,7 +320,13 @@ class ReplayServer(Server):
         key = self._counter_key(match, comparable(dialect, body, self.ignore))
         attempt = retry if retry is not None else self._counters.pop(key, 0)
         exchange, faults = plan_attempt(match, self.faults, attempt)
+        fault = next((f for f in faults if f.matches(match.iteration, attempt)), None)
         answer = match.loaded.responder.shape(exchange, match.iteration, attempt, faults=faults)
+        if fault is not None and fault.action == "drop-final-blank-line":
+            # Applied to the bytes sent, after any re-chunking (which keeps the blank line).
+            joined = b"".join(answer.chunks)
+            answer.chunks = trim_to(answer.chunks, len(drop_final_blank_line(joined)))
+            answer.delays = answer.delays[: len(answer.chunks)]
         if retry is None and (answer.injected or answer.fail or not succeeded(exchange)):
             self._counters[key] = min(attempt + 1, _MAX_ATTEMPT)  # the next one is a retry
             if len(self._counters) > _MAX_COUNTERS:
