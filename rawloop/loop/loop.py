@@ -11,9 +11,10 @@ exception as ``.result``).
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,38 +27,44 @@ import orjson
 from ..core import patch
 from ..core.dialect import Dialect, get_dialect
 from ..core.errors import (
-    APIConnectionError,
-    APIStatusError,
     ConfigurationError,
-    IncompleteStream,
     RawloopError,
-    StreamErrorEvent,
 )
-from ..core.turn import FunctionCall, Turn
+from ..core.turn import Turn
+from .attempts import call_model
+from .calls import ToolRunner, run_calls
 from .hooks import (
     DecisionInfo,
     EditInfo,
     EndInfo,
-    ErrorInfo,
     HandoffInfo,
     HookBus,
     ResultInfo,
 )
+from .params import check_request_params
 from .retry import RetryPolicy
 from .state import LoopState, RunResult, Step, add_usage
-from .tools import StopLoop, Tool, ToolRegistry, ToolResult, run_tool
-from .wire import stream_turn
+from .tools import Tool, ToolRegistry, ToolResult
+from .wire import open_client
 
-ToolRunner = Callable[[FunctionCall], Awaitable[ToolResult]]
-
-__all__ = ["DEFAULT_BASE_URL", "Handoff", "Loop", "LoopRun"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_TOOL_WARN_AFTER",
+    "Handoff",
+    "Loop",
+    "LoopRun",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-# Error codes inside a stream that mean "try again", not "your request is wrong".
-_TRANSIENT_STREAM_ERRORS = frozenset(
-    {"server_error", "internal_error", "rate_limit_exceeded", "overloaded", "service_unavailable"}
-)
+#: Seconds of silence allowed while waiting for the headers or between two chunks.
+#: Reasoning models can think for a long while between two events: not too short.
+DEFAULT_READ_TIMEOUT = 120.0
+#: Seconds allowed to open the connection.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds after which a tool call still running is reported.
+DEFAULT_TOOL_WARN_AFTER = 60.0
 
 
 @dataclass
@@ -95,14 +102,26 @@ class Loop:
         http_client: an ``httpx.AsyncClient`` to send with: the seam for replay.
         hooks: hook objects (see ``rawloop.hooks``).
         max_iterations: the most model calls one run makes.
-        tool_timeout: seconds each tool call may take.
+        tool_timeout: seconds each tool call may take (no limit by default).
+        tool_warn_after: seconds after which a tool call still running is
+            reported (``SlowToolWarning``, and ``on_error`` with ``where="tool"``);
+            ``None``: never.
+        read_timeout: the longest silence, in seconds, while waiting for the
+            answer's headers or between two chunks; past it the attempt fails
+            with ``APIConnectionError`` naming the stall, and is retried like a
+            dropped connection. Applies through ``http_client=`` too.
+        connect_timeout: seconds allowed to open the connection.
         retries: a ``RetryPolicy`` or the number of retries.
         fallback_models: models to try, in order, when the model keeps failing.
         strict_hooks: make a failing observer hook abort the run.
         headers: extra request headers.
         tool_runner: ``async (FunctionCall) -> ToolResult`` to run instead of the
             registered handlers (replay uses it to answer from a trace).
-        **request_params: sent as is in every request body (``temperature``, ``reasoning``...).
+        extra_body: more request body fields, sent as they are and not checked:
+            for a parameter this version of rawloop does not know.
+        **request_params: request parameters sent in every body (``temperature``,
+            ``reasoning``...); a name the dialect does not have is sent too, with
+            an ``UnknownParameterWarning`` naming the closest known one.
     """
 
     def __init__(
@@ -118,15 +137,24 @@ class Loop:
         hooks: Iterable[Any] = (),
         max_iterations: int = 10,
         tool_timeout: float | None = None,
+        tool_warn_after: float | None = DEFAULT_TOOL_WARN_AFTER,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retries: int | RetryPolicy = 2,
         fallback_models: Sequence[str] = (),
         strict_hooks: bool = False,
         headers: dict[str, str] | None = None,
         tool_runner: ToolRunner | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **request_params: Any,
     ) -> None:
         if max_iterations < 1:
             raise ConfigurationError(f"max_iterations must be at least 1, not {max_iterations}")
+        for name, value in (("read_timeout", read_timeout), ("connect_timeout", connect_timeout)):
+            if not value > 0:  # NaN too
+                raise ConfigurationError(
+                    f"{name} must be a positive number of seconds, not {value}"
+                )
         self.model = model
         self.instructions = instructions
         self.dialect: Dialect = get_dialect(dialect)
@@ -145,10 +173,15 @@ class Loop:
         self.hooks = HookBus.of(hooks, strict=strict_hooks)
         self.max_iterations = max_iterations
         self.tool_timeout = tool_timeout
+        self.tool_warn_after = tool_warn_after
+        # write and pool waits are silences too; connect has its own limit.
+        self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self.retry_policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries)
         self.fallback_models = tuple(fallback_models)
         self.headers = dict(headers or {})
-        self.request_params = request_params
+        self.request_params = check_request_params(
+            self.dialect.name, request_params, extra_body, _OPTIONS
+        )
 
     def __repr__(self) -> str:
         # Never show the key.
@@ -286,7 +319,7 @@ class LoopRun:
         started = time.monotonic()
         error: BaseException | None = None
         try:
-            async with _client(loop) as client:
+            async with open_client(loop.http_client, loop.timeout) as client:
                 while True:
                     if state.iteration >= loop.max_iterations:
                         state.stop_reason = "max_iterations"
@@ -295,7 +328,7 @@ class LoopRun:
                     if state.stop_reason:
                         break
                     self._flush_results()
-                    turn = await self._call_model(client)
+                    turn = await call_model(client, loop, state, self.hooks)
                     self.turns.append(turn)
                     add_usage(state.usage, turn.usage)
                     await self.hooks.emit(
@@ -362,114 +395,17 @@ class LoopRun:
             state.input.extend(self.loop.dialect.tool_outputs(pairs))
             state.results = []
 
-    async def _call_model(self, client: httpx.AsyncClient) -> Turn:
-        loop, state = self.loop, self.state
-        policy = loop.retry_policy
-        url = loop.base_url + loop.dialect.path
-        headers = loop._request_headers()
-        models = [state.model, *(m for m in loop.fallback_models if m != state.model)]
-        attempt = 0
-        last: Exception | None = None
-        for model_number, model in enumerate(models):
-            # Copies: the body must not change when the state does after it was sent.
-            body = loop.dialect.build_request(
-                model,
-                list(state.input),
-                instructions=state.instructions,
-                tools=list(state.tools),
-                params=dict(state.request_params),
-            )
-            for retry in range(policy.max_retries + 1):
-                retry_headers: dict[str, str] | None = None
-                try:
-                    turn = await stream_turn(
-                        client,
-                        url=url,
-                        headers=headers,
-                        body=body,
-                        dialect=loop.dialect,
-                        bus=self.hooks,
-                        iteration=state.iteration,
-                        attempt=attempt,
-                    )
-                    if turn.status != "failed" or turn.error is None:
-                        return turn
-                    raise StreamErrorEvent(
-                        f"the model reported an error: {turn.error.get('message', turn.error)}",
-                        error=turn.error,
-                        partial=turn,
-                    )
-                except APIStatusError as exc:
-                    last, retry_headers = exc, exc.headers
-                    retryable = policy.is_retryable_status(exc.status)
-                    next_model = exc.status == 404  # e.g. model_not_found: a fallback may exist
-                except StreamErrorEvent as exc:
-                    last = exc
-                    code = exc.error.get("code") or exc.error.get("type")
-                    retryable = code in _TRANSIENT_STREAM_ERRORS
-                    next_model = False
-                except (APIConnectionError, IncompleteStream) as exc:
-                    last = exc
-                    retryable, next_model = True, False
-                has_more_models = model_number + 1 < len(models)
-                will_retry = retryable and retry < policy.max_retries
-                delay = policy.delay(retry, retry_headers) if will_retry else 0.0
-                await self.hooks.emit(
-                    "on_error",
-                    ErrorInfo(state.iteration, attempt, "request", last, will_retry, delay),
-                    iteration=state.iteration,
-                    attempt=attempt,
-                )
-                attempt += 1
-                if will_retry:
-                    await anyio.sleep(delay)
-                    continue
-                if (retryable or next_model) and has_more_models:
-                    break  # on to the next fallback model
-                raise last
-        assert last is not None
-        raise last
-
     async def _run_tools(self, turn: Turn) -> list[ToolResult]:
         loop, state = self.agent, self.state
-        calls = turn.calls
-        results: list[ToolResult | None] = [None] * len(calls)
-        stops: list[StopLoop] = []
-        known = list(loop.tools)
-        runner = self.loop.tool_runner
-
-        async def run_one(index: int) -> None:
-            call = calls[index]
-            try:
-                if runner is not None:
-                    results[index] = await runner(call)
-                    return
-                results[index] = await run_tool(
-                    loop.tools.get(call.name),
-                    call.name,
-                    call.call_id,
-                    call.arguments,
-                    timeout=loop.tool_timeout,
-                    known=known,
-                )
-            except StopLoop as stop:
-                stops.append(stop)
-                reason = stop.reason or "stopped"
-                results[index] = ToolResult(
-                    call.call_id,
-                    call.name,
-                    call.arguments,
-                    output=f"The run was stopped: {reason}",
-                    error={"type": "StopLoop", "message": reason},
-                )
-
-        if len(calls) == 1:
-            await run_one(0)
-        else:
-            async with anyio.create_task_group() as group:
-                for index in range(len(calls)):
-                    group.start_soon(run_one, index)
-        done = [r for r in results if r is not None]
+        done, stops = await run_calls(
+            turn.calls,
+            loop.tools,
+            self.loop.tool_runner,
+            timeout=loop.tool_timeout,
+            warn_after=loop.tool_warn_after,
+            bus=self.hooks,
+            iteration=state.iteration,
+        )
         self.results.extend(done)
         for result in done:
             await self.hooks.emit(
@@ -506,25 +442,6 @@ class LoopRun:
         )
 
 
-def _client(loop: Loop) -> Any:
-    if loop.http_client is not None:
-        return _borrowed(loop.http_client)
-    return httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
-
-
-class _borrowed:
-    """A context manager that hands out a client it does not own (and so does not close)."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        return self.client
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
 async def _emit_end(
     bus: HookBus, result: RunResult, duration: float, error: BaseException | None
 ) -> None:
@@ -534,6 +451,10 @@ async def _emit_end(
     # The run may be ending because it was cancelled: still tell the hooks.
     with anyio.CancelScope(shield=True):
         await bus.emit("on_end", info)
+
+
+# Loop's own keywords: what a misspelt one is most likely meant to be.
+_OPTIONS = tuple(inspect.signature(Loop.__init__).parameters)[1:-2]
 
 
 def _plain(data: Any) -> Any:

@@ -15,13 +15,13 @@ import httpx
 import orjson
 
 from ..core.dialect import Dialect
-from ..core.errors import APIConnectionError, APIStatusError, StreamError
+from ..core.errors import APIConnectionError, APIStatusError, ConfigurationError, StreamError
 from ..core.parse import StreamParser
 from ..core.redact import redact_headers, redact_text
 from ..core.turn import Turn
 from .hooks import ChunkInfo, EventInfo, HookBus, RequestInfo, ResponseInfo
 
-__all__ = ["api_status_error", "stream_turn"]
+__all__ = ["api_status_error", "open_client", "stream_turn"]
 
 # How much of an error body to keep: enough for any API error object.
 _MAX_ERROR_BODY = 64 * 1024
@@ -37,16 +37,29 @@ async def stream_turn(
     bus: HookBus,
     iteration: int,
     attempt: int,
+    timeout: httpx.Timeout | None = None,
 ) -> Turn:
     """POST ``body`` and stream the answer into a Turn.
 
+    ``timeout`` replaces the client's own for this request: its ``read`` is the
+    longest silence allowed while waiting for the headers or between two chunks.
+
     Raises ``APIStatusError`` for a non-2xx answer, ``APIConnectionError`` when
-    the connection fails or drops mid-stream, and ``StreamError`` subclasses
-    when the stream cannot be understood (``IncompleteStream`` when it ends
-    before a terminal event). Stream errors carry the partial turn.
+    the connection fails, stalls or drops mid-stream, and ``StreamError``
+    subclasses when the stream cannot be understood (``IncompleteStream`` when
+    it ends before a terminal event). Stream errors carry the partial turn.
     """
     raw_body = orjson.dumps(body)
-    request = client.build_request("POST", url, headers=headers, content=raw_body)
+    try:
+        request = client.build_request(
+            "POST",
+            url,
+            headers=headers,
+            content=raw_body,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        )
+    except httpx.InvalidURL as exc:  # not an HTTPError: the base URL itself is unusable
+        raise ConfigurationError(f"cannot send a request to {url!r}: {exc}") from exc
     if bus.has("on_request"):
         await bus.emit(
             "on_request",
@@ -67,7 +80,9 @@ async def stream_turn(
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
-        raise APIConnectionError(f"request to {request.url} failed: {_describe(exc)}") from exc
+        raise APIConnectionError(
+            f"request to {request.url} failed: {_describe(exc, request, 'waiting for the answer')}"
+        ) from exc
     # Deltas are only for on_event hooks; without one, building them is waste.
     parser = StreamParser(dialect.name, deltas=bus.has("on_event"))
     try:
@@ -93,7 +108,13 @@ async def stream_turn(
             )
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
-            excerpt = (await response.aread())[:500].decode(errors="replace")
+            try:
+                excerpt = (await response.aread())[:500].decode(errors="replace")
+            except httpx.HTTPError as exc:
+                raise APIConnectionError(
+                    f"the {content_type or 'untyped'} answer from {request.url} broke before "
+                    f"its end: {_describe(exc, request, 'reading the answer')}"
+                ) from exc
             raise StreamError(
                 f"expected a text/event-stream answer, got {content_type or 'no content type'}: "
                 f"{redact_text(excerpt)!r}"
@@ -123,7 +144,8 @@ async def stream_turn(
                     )
         except httpx.HTTPError as exc:
             raise APIConnectionError(
-                f"the stream from {request.url} broke after {offset} bytes: {_describe(exc)}",
+                f"the stream from {request.url} broke after {offset} bytes: "
+                f"{_describe(exc, request, 'waiting for the next chunk')}",
                 partial=parser.partial_turn(),
             ) from exc
         return parser.close()
@@ -189,6 +211,39 @@ def api_status_error(
     )
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, request: httpx.Request, waiting: str) -> str:
+    """What went wrong; a timeout says which wait stalled and the limit it hit."""
+    if isinstance(exc, httpx.TimeoutException):
+        limits: dict[str, float | None] = request.extensions.get("timeout") or {}
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"stalled: no connection within {_secs(limits.get('connect'))} (connect_timeout)"
+        if isinstance(exc, httpx.ReadTimeout):
+            return f"stalled: no data for {_secs(limits.get('read'))} {waiting} (read_timeout)"
+        if isinstance(exc, httpx.WriteTimeout):
+            return f"stalled: the request could not be sent within {_secs(limits.get('write'))}"
     text = str(exc)
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _secs(value: float | None) -> str:
+    return "?" if value is None else f"{value:g} s"
+
+
+def open_client(http_client: httpx.AsyncClient | None, timeout: httpx.Timeout) -> Any:
+    """``async with`` this for the client to send with: ``http_client`` (left open) or a new one."""
+    if http_client is not None:
+        return _Borrowed(http_client)
+    return httpx.AsyncClient(timeout=timeout)
+
+
+class _Borrowed:
+    """A context manager that hands out a client it does not own (and so does not close)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        return self.client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
