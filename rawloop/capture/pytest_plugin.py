@@ -1,66 +1,46 @@
-"""Replay tests as a pytest plugin: a marker, a fixture, and record modes.
+"""Replay tests as a pytest plugin: a marker, two fixtures, and record modes.
 
 Registered through the ``pytest11`` entry point, so installing rawloop is
-enough. A test names its trace with a marker and gets a loop that talks to it::
+enough. A test names its trace with ``@pytest.mark.rawloop_trace(path=None,
+**options)`` (``path`` relative to the test file's directory, then to the
+rootdir; without it ``traces/<test module>/<test name>.jsonl`` next to the
+test file, the name without an ``anyio_backend`` parameter) and asks for:
 
-    import pytest
+* ``rawloop_replay``, a ``RawloopReplay``: ``.loop`` (a ``Loop`` built from the
+  trace, tool calls answered from its ``result`` records) or ``.make_loop(model,
+  instructions, tools, **kwargs)`` (your configuration, replay transport
+  underneath); ``await .run(input=None)`` (async tests need an async plugin's
+  marker, e.g. ``@pytest.mark.anyio``) or ``.run_sync(...)`` in a plain test;
+  ``.report`` is the ``ReplayReport`` so far. A divergence fails the test with
+  the report; so do recorded requests never made (``.check = False`` to
+  inspect ``.report`` yourself).
+* ``rawloop_server``, a ``RawloopServer`` (``rawloop.capture.pytest_server``):
+  the trace served on 127.0.0.1 at ``.base_url`` for the customer's own,
+  unchanged code; the test fails with the divergence report when the code
+  sends a request the capture does not hold.
 
-    @pytest.mark.rawloop_trace("traces/tool-roundtrip.jsonl")
-    async def test_roundtrip(rawloop_replay):
-        result = await rawloop_replay.run()          # the recorded input, through a real Loop
-        assert "2,869,461" in result.text
-
-The ``rawloop_replay`` fixture hands the test a ``RawloopReplay``:
-
-* ``.trace`` (a ``Trace``), ``.transport`` (the ``ReplayTransport`` answering
-  from it: every test has its own, so pytest-xdist workers share nothing);
-* ``.loop``, a ``Loop`` built from the trace (``rawloop.replay.loop_from_trace``)
-  whose tool calls are answered from the trace's ``result`` records; or build
-  your own, as your code does, with ``.make_loop(model, instructions, tools,
-  **kwargs)``: same configuration, replay transport underneath;
-* ``await .run(input=None)`` runs the loop (``input`` defaults to the recorded
-  first input) and fails the test at once, with the divergence report, when a
-  request differs from the recording; ``.run_sync(...)`` for plain test
-  functions; ``.report`` is the ``ReplayReport`` so far.
-
-After the test, the plugin fails it when the run diverged or left recorded
-requests unused (a test that never runs the loop leaves all of them unused),
-with the report, naming the trace, as the message. Set ``rawloop_replay.check
-= False`` in a test that inspects ``.report`` itself.
-
-The marker: ``@pytest.mark.rawloop_trace(path=None, **options)``. ``path`` is
-taken relative to the test file's directory, then to the rootdir; without it
-the trace is ``traces/<test module>/<test name>.jsonl`` next to the test file.
 Options: ``chunking``, ``seed``, ``rate``, ``faults``, ``ignore``,
 ``on_divergence`` (as for ``rawloop.replay``), ``live_tools`` (run the real
-handlers of a loop made with ``make_loop``), ``redact`` (a ``Redactor`` for
-recording) and ``metadata`` (for the recorded header).
+handlers of a ``make_loop`` loop), ``strict`` (the server's; default True),
+``redact`` and ``metadata`` (for recording).
 
-Recording, in the manner of pytest-recording's ``--record-mode``:
-``--rawloop-record=none`` (the default) only replays, and a missing trace fails
-the test; ``once`` records a missing trace by running the test against the
-API; ``all`` records every trace again. Recording needs the loop built through
-``rawloop_replay.make_loop(...)`` (the fixture attaches a ``TraceRecorder`` to
-it), and real tools run. The recording is written to ``<trace>.part`` and moved
-into place only when the test passes. The HTTP client used for recording is
-the ``rawloop_record_client`` fixture: ``None`` (the default) is the real API
-with ``OPENAI_API_KEY``; override the fixture to record against anything else,
-for instance a ``rawloop.scripted.ScriptedAPI``::
+Recording, as pytest-recording's ``--record-mode``: ``--rawloop-record=none``
+(the default) only replays, a missing trace fails the test; ``once`` records a
+missing trace against the API; ``all`` records every trace again. Recording
+needs the loop built through ``rawloop_replay.make_loop(...)``; real tools run;
+the trace is written to ``<trace>.part`` and moved into place when the test
+passes. The client recordings use is the ``rawloop_record_client`` fixture
+(``None``: the real API with ``OPENAI_API_KEY``); override it to record against
+anything else, e.g. ``ScriptedAPI([Reply(stream_bytes)]).client()``.
 
-    @pytest.fixture
-    def rawloop_record_client():
-        return ScriptedAPI([Reply(stream_bytes)]).client()
-
-Recorded edits made at breakpoints are applied again on replay for ``.loop``
-and for ``make_loop`` loops given no hooks of their own; a loop made with
-``hooks=`` is trusted to make its edits itself (so a changed hook shows up as
-a divergence, not hidden by the recording).
+Recorded breakpoint edits are applied again on replay for ``.loop`` and for
+``make_loop`` loops given no hooks of their own; a loop made with ``hooks=`` is
+trusted to make its edits itself (so a changed hook shows up as a divergence).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Generator, Iterable
 from functools import partial
 from pathlib import Path
@@ -86,6 +66,8 @@ from ..replay.replayer import (
 )
 from ..trace.format import Trace
 from ..trace.recorder import Redactor, TraceRecorder
+from .pytest_markers import MARKER, trace_of
+from .pytest_server import RawloopServer
 
 __all__ = [
     "MARKER",
@@ -95,15 +77,15 @@ __all__ = [
     "pytest_configure",
     "rawloop_record_client",
     "rawloop_replay",
+    "rawloop_server",
     "replay_message",
 ]
 
-MARKER = "rawloop_trace"
 RECORD_MODES = ("none", "once", "all")
 
 _TRANSPORT_OPTIONS = ("chunking", "seed", "rate", "faults", "ignore", "on_divergence")
-_OPTIONS = frozenset({*_TRANSPORT_OPTIONS, "live_tools", "redact", "metadata"})
 _STATE = pytest.StashKey["RawloopReplay"]()
+_SERVER = pytest.StashKey[RawloopServer]()
 _RECORDED = "rawloop_recorded"
 
 
@@ -138,21 +120,30 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     """After the test: fail it when its replay diverged or left the trace unconsumed."""
     diverged: ReplayDivergence | None = None
+    served: str | None = None
     try:
         outcome = yield
     except BaseException as exc:
         replay = item.stash.get(_STATE, None)
-        if replay is None:
+        server = item.stash.get(_SERVER, None)
+        # The app's own error over a 409 says less than the divergence report.
+        served = server.failure_message() if server is not None else None
+        if replay is None and served is None:
             raise
-        if replay.recording:
+        if replay is not None and replay.recording:
             replay.abandon(item)
             raise
         diverged = _divergence_in(exc)
-        if diverged is None:
+        if diverged is None and served is None:
             raise
-        replay.error = replay.error or diverged
-    if diverged is not None:  # outside the except block: the report alone, no chained traceback
-        pytest.fail(replay_message(item) or str(diverged), pytrace=False)
+        if replay is not None:
+            replay.error = replay.error or diverged
+    if served is not None or diverged is not None:  # outside the except: no chained traceback
+        pytest.fail(served or replay_message(item) or str(diverged), pytrace=False)
+    server = item.stash.get(_SERVER, None)
+    message = server.failure_message() if server is not None else None
+    if message:
+        pytest.fail(message, pytrace=False)
     replay = item.stash.get(_STATE, None)
     if replay is not None:
         if replay.recording:
@@ -211,12 +202,7 @@ def rawloop_record_client() -> httpx.AsyncClient | None:
 @pytest.fixture
 def rawloop_replay(request: pytest.FixtureRequest) -> RawloopReplay:
     """A ``RawloopReplay`` for the trace the test's ``rawloop_trace`` marker names."""
-    marker = request.node.get_closest_marker(MARKER)
-    path_arg, options = _marker_arguments(marker)
-    test_file = Path(request.node.path)
-    rootdir = Path(request.config.rootpath)
-    path = _resolve(path_arg, test_file, rootdir, request.node.name)
-    shown = _display(path, rootdir)
+    path, options, shown = trace_of(request)
     mode = str(request.config.getoption("rawloop_record"))
     recording = mode == "all" or (mode == "once" and not path.exists())
     if not recording and not path.exists():
@@ -240,48 +226,18 @@ def rawloop_replay(request: pytest.FixtureRequest) -> RawloopReplay:
     return replay
 
 
-def _marker_arguments(marker: pytest.Mark | None) -> tuple[str | None, dict[str, Any]]:
-    if marker is None:
-        return None, {}
-    if len(marker.args) > 1:
-        raise pytest.UsageError(f"{MARKER} takes one path, not {len(marker.args)} arguments")
-    options = dict(marker.kwargs)
-    path = marker.args[0] if marker.args else options.pop("path", None)
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise pytest.UsageError(
-            f"{MARKER}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_OPTIONS))}"
-        )
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise pytest.UsageError(f"{MARKER}: the path must be a string, not {path!r}")
-    return (os.fspath(path) if path is not None else None), options
-
-
-def _resolve(path: str | None, test_file: Path, rootdir: Path, test_name: str) -> Path:
-    """The trace file: relative to the test file's directory, then the rootdir."""
-    here = test_file.parent
-    if path is None:
-        name = re.sub(r"[^\w.-]+", "-", test_name).strip("-") or "test"
-        return here / "traces" / test_file.stem / f"{name}.jsonl"
-    given = Path(path)
-    if given.is_absolute():
-        return given
-    candidates = (here / given, rootdir / given)
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    # Missing: record where its directory already is, else next to the test.
-    for candidate in candidates:
-        if candidate.parent.is_dir():
-            return candidate
-    return candidates[0]
-
-
-def _display(path: Path, rootdir: Path) -> str:
+@pytest.fixture
+def rawloop_server(request: pytest.FixtureRequest) -> Generator[RawloopServer, None, None]:
+    """The marker's trace served on 127.0.0.1 (``.base_url``) for the app under test."""
+    path, options, shown = trace_of(request)
+    if not path.exists():
+        pytest.fail(f"rawloop: trace {shown} does not exist", pytrace=False)
+    server = RawloopServer(path, options, shown=shown, test=request.node.nodeid)
+    request.node.stash[_SERVER] = server
     try:
-        return str(path.resolve().relative_to(rootdir.resolve()))
-    except ValueError:
-        return str(path)
+        yield server
+    finally:
+        server.close()
 
 
 # -- what the test gets --------------------------------------------------------------------

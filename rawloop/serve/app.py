@@ -84,6 +84,7 @@ from .asgi import (
 )
 from .dispatcher import Dispatcher
 from .forward import TraceForwarder
+from .harness import open_store
 from .remote_tools import remote_session
 from .requests import (
     Authorize,
@@ -184,14 +185,10 @@ class AgentApp:
                     "app() needs a Loop, a Profile, a factory(context) -> Loop, a mapping of "
                     f"them or an Agents, not {type(agents).__name__}"
                 ) from None
-        if isinstance(store, SessionStore):
-            self.store: SessionStore = store
-        elif store is not None:
-            self.store = SQLiteStore(store)
-        elif sessions_dir is not None:
-            self.store = SQLiteStore(Path(sessions_dir) / "sessions.db")
+        if store is None and sessions_dir is not None:
+            self.store: SessionStore = SQLiteStore(Path(sessions_dir) / "sessions.db")
         else:
-            self.store = SQLiteStore()
+            self.store = open_store(store)
         if session_limits is not None:
             self.store.limits = session_limits
         self.sessions_dir = Path(sessions_dir) if sessions_dir is not None else None

@@ -184,7 +184,12 @@ def add_serve_agent_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("target", help="agents/ (a folder), MODULE:ATTR or FILE.py:ATTR")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--store", metavar="FILE", help="the SQLite session store (default above)")
+    p.add_argument(
+        "--store",
+        metavar="FILE|URL",
+        help="the session store: a SQLite file (default above) or postgresql://... for several "
+        "hosts (pip install 'rawloop[postgres]'); default $RAWLOOP_STORE when set",
+    )
     p.add_argument(
         "--sessions-dir",
         metavar="DIR",

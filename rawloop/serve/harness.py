@@ -31,6 +31,7 @@ from .agents import AgentContext, Agents, AgentTarget, Profile
 from .dispatcher import Dispatcher
 from .sessions import DEFAULT_SESSION, check_name
 from .store import Dispatch, DispatchRequest, SessionKey, SessionStore
+from .store_postgres import PostgresStore, is_postgres_url
 from .store_sqlite import SQLiteStore
 from .turns import run_turn, session_trace, turn_trace
 
@@ -38,9 +39,19 @@ __all__ = ["AgentHarness", "AgentSession", "dispatch", "init_agent", "open_store
 
 
 def open_store(store: SessionStore | str | Path | None) -> SessionStore:
-    """``store`` itself, or a ``SQLiteStore`` at that path (the default path for ``None``)."""
+    """The store ``store`` names.
+
+    A ``SessionStore`` is used as it is; a ``postgresql://`` URL gives a
+    ``PostgresStore`` (``pip install 'rawloop[postgres]'``); any other string or
+    path a ``SQLiteStore`` there. ``None`` reads ``RAWLOOP_STORE`` (either form),
+    else the default SQLite file.
+    """
     if isinstance(store, SessionStore):
         return store
+    if store is None:
+        store = os.environ.get("RAWLOOP_STORE") or None
+    if isinstance(store, str) and is_postgres_url(store):
+        return PostgresStore(store)
     return SQLiteStore(store)
 
 

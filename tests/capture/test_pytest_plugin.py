@@ -371,3 +371,223 @@ def test_{n}(rawloop_replay):
     project.makepyfile(test_parallel="import pytest\n" + body)
     result = run(project, "-n", "2")
     result.assert_outcomes(passed=6)
+
+
+# -- rawloop_server: the customer's own code against a capture ------------------------------
+
+OPENAI_APP = '''
+import json
+
+import pytest
+from openai import OpenAI
+
+TOOLS = [{
+    "type": "function", "name": "multiply", "description": "Multiply two numbers.",
+    "parameters": {"type": "object", "properties": {"a": {"type": "integer"},
+                   "b": {"type": "integer"}}, "required": ["a", "b"],
+                   "additionalProperties": False},
+    "strict": False,
+}]
+
+
+def multiply(a, b):
+    return a * b
+
+
+def ask(client, question):
+    """The customer's tool loop, as it runs in production."""
+    items = [{"role": "user", "content": question}]
+    while True:
+        response = client.responses.create(
+            model="gpt-5.5", input=items, tools=TOOLS, include=["reasoning.encrypted_content"],
+            reasoning={"effort": "low"}, store=False,
+        )
+        calls = [item for item in response.output if item.type == "function_call"]
+        if not calls:
+            return response.output_text
+        for call in calls:
+            items.append(call.model_dump(exclude_none=True))
+            output = multiply(**json.loads(call.arguments))
+            items.append({"type": "function_call_output", "call_id": call.call_id,
+                          "output": str(output)})
+'''
+
+
+def test_the_customers_openai_code_runs_against_the_capture(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        app=OPENAI_APP,
+        test_app=source(
+            """
+        import pytest
+        from openai import OpenAI
+
+        import app
+
+        @pytest.mark.rawloop_trace("traces/tool-roundtrip.jsonl")
+        def test_unchanged(rawloop_server):
+            client = OpenAI(base_url=rawloop_server.base_url, api_key="test", max_retries=0)
+            assert "2,869,461" in app.ask(client, "What is 1231 * 2331? Use the multiply tool.")
+            assert rawloop_server.server.served == 2
+
+        @pytest.mark.rawloop_trace("traces/tool-roundtrip.jsonl")
+        def test_tool_bug(rawloop_server, monkeypatch):
+            monkeypatch.setattr(app, "multiply", lambda a, b: a + b)
+            client = OpenAI(base_url=rawloop_server.base_url, api_key="test", max_retries=0)
+            app.ask(client, "What is 1231 * 2331? Use the multiply tool.")
+
+        @pytest.mark.rawloop_trace("traces/tool-roundtrip.jsonl")
+        def test_other_question(rawloop_server):
+            client = OpenAI(base_url=rawloop_server.base_url, api_key="test", max_retries=0)
+            app.ask(client, "Tell me a joke.")
+
+        @pytest.mark.rawloop_trace("traces/tool-roundtrip.jsonl")
+        def test_not_pointed_at_the_server(rawloop_server):
+            pass
+        """
+        ),
+    )
+    result = run(project, "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=3)
+    out = result.stdout.str()
+    assert "the app sent what the capture traces/tool-roundtrip.jsonl does not hold" in out
+    assert "input[2].output: '2869461' != '3562'" in out  # the tool bug, named
+    assert "ConflictError" not in out  # the report, not the app's error over the 409
+    assert "the test sent no request to http://127.0.0.1:" in out
+
+
+AGENTS_APP = '''
+import openai
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+
+set_tracing_disabled(True)  # no traces sent to OpenAI's platform
+
+
+@function_tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two numbers."""
+    return a * b
+
+
+def calculator(base_url: str) -> Agent:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    model = OpenAIResponsesModel("gpt-test", openai_client=client)
+    return Agent(name="calculator", instructions="Use the multiply tool.", tools=[multiply],
+                 model=model)
+'''
+
+AGENTS_SCRIPT = {
+    "dialect": "responses",
+    "model": "gpt-test",
+    "turns": [
+        {"calls": [{"name": "multiply", "arguments": {"a": 6, "b": 7}}]},
+        {"text": "6 * 7 = 42"},
+    ],
+}
+
+
+async def _capture_agents(project: pytest.Pytester) -> Path:
+    """The agents app run through ``rawloop record`` against a scripted model; the trace."""
+    import sys
+
+    import anyio
+
+    from rawloop.capture.proxy import RecordingProxy
+    from rawloop.replay.server import ReplayServer
+    from rawloop.replay.synth import script_to_trace
+
+    sys.path.insert(0, str(project.path))
+    try:
+        import app_agents  # type: ignore[import-not-found]
+        from agents import Runner
+
+        out = project.path / "captured"
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                upstream = ReplayServer([script_to_trace(AGENTS_SCRIPT)])
+                port = await group.start(upstream.serve)
+                proxy = RecordingProxy(f"http://127.0.0.1:{port}", out)
+                await group.start(proxy.serve)
+                result = await Runner.run(app_agents.calculator(proxy.url), "What is 6 * 7?")
+                assert result.final_output == "6 * 7 = 42"
+                group.cancel_scope.cancel()
+    finally:
+        sys.path.remove(str(project.path))
+        sys.modules.pop("app_agents", None)
+    (path,) = sorted(out.glob("run-*.jsonl"))
+    return path.rename(out / "agents.jsonl")
+
+
+def test_the_customers_openai_agents_code_runs_against_the_capture(
+    project: pytest.Pytester,
+) -> None:
+    import anyio
+
+    project.makepyfile(app_agents=AGENTS_APP)
+    anyio.run(_capture_agents, project)
+    project.makepyfile(
+        test_agents=source(
+            """
+        import pytest
+        from agents import Runner, function_tool
+
+        import app_agents
+
+        @pytest.mark.rawloop_trace("captured/agents.jsonl")
+        def test_agent(rawloop_server):
+            agent = app_agents.calculator(rawloop_server.base_url)
+            assert Runner.run_sync(agent, "What is 6 * 7?").final_output == "6 * 7 = 42"
+
+        @pytest.mark.rawloop_trace("captured/agents.jsonl")
+        def test_agent_with_a_tool_bug(rawloop_server):
+            @function_tool
+            def multiply(a: int, b: int) -> int:
+                \"\"\"Multiply two numbers.\"\"\"
+                return a + b
+
+            agent = app_agents.calculator(rawloop_server.base_url).clone(tools=[multiply])
+            Runner.run_sync(agent, "What is 6 * 7?")
+        """
+        ),
+    )
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*the app sent what the capture captured/agents.jsonl*"])
+    assert "'42' != '13'" in result.stdout.str()
+
+
+def test_async_tests_name_their_marker_and_the_backend_stays_out_of_trace_names(
+    project: pytest.Pytester,
+) -> None:
+    """README's async example runs with anyio's marker; ``[asyncio]`` is not in the file name."""
+    project.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(params=["asyncio"])
+        def anyio_backend(request):
+            return request.param
+        """
+    )
+    project.makepyfile(
+        test_named=source(
+            """
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_auto_named(rawloop_replay):
+            assert rawloop_replay.path.name == "test_auto_named.jsonl"
+            rawloop_replay.check = False
+
+        @pytest.mark.anyio
+        @pytest.mark.parametrize("n", [1])
+        async def test_with_params(rawloop_replay, n):
+            assert rawloop_replay.path.name == "test_with_params-1.jsonl"
+            rawloop_replay.check = False
+        """
+        ),
+    )
+    for name in ("test_auto_named.jsonl", "test_with_params-1.jsonl"):
+        target = project.path / "traces" / "test_named" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(TRACES / "tool-roundtrip.jsonl", target)
+    run(project).assert_outcomes(passed=2)
