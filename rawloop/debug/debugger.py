@@ -1,9 +1,9 @@
 """A debugger for tool loops: pause a run at its breakpoints, look, change, go on.
 
-``Debugger`` is the engine behind ``rawloop step`` (``rawloop.step`` is the
-shell around it), and it is usable from Python as it is::
+``Debugger`` is the engine behind ``rawloop step`` (``rawloop.debug.console``
+is the shell around it), and it is usable from Python as it is::
 
-    from rawloop.debugger import Debugger
+    from rawloop.debug.debugger import Debugger
 
     with Debugger.for_trace("traces/tool-roundtrip.jsonl", after_edit="ignore") as dbg:
         dbg.start()                                   # paused at iteration 0
@@ -27,12 +27,21 @@ next request differ from the recorded one, the run has left the recording;
 ``live`` sends it (and what follows) to ``live_base_url`` with a plain httpx
 transport, ``ignore`` keeps answering with the recorded responses.
 
-This module is the engine: the thread handoff and the stepping API. The
-parts it uses live apart, and their public names can be imported from here
-too: conditional breakpoints in ``rawloop.breakpoints``, turning edits into
-checked patches in ``rawloop.debug_edits``, the run's hooks, recorder and
-replay-or-live transport in ``rawloop.debug_session``, one-line wording in
-``rawloop.debug_text``.
+The worker thread stops when the run ends, and a debugger still open at
+interpreter exit is closed then, so a script that never calls ``close()``
+exits; ``with`` (or ``close()``) also cancels a run left paused and removes
+the session's files at once.
+
+This module is the engine: the thread handoff, the stepping API, the
+conditional breakpoints' bookkeeping and leaving the recording. The parts it
+uses live apart, and their public names can be imported from here too:
+reading, changing and saving the paused state in ``rawloop.debug.access``
+(``StateAccess``) and leaving the recording in ``rawloop.debug.departure``
+(``Departing``; ``Debugger`` extends both), conditional breakpoints in
+``rawloop.debug.breakpoints``, turning edits into checked patches in
+``rawloop.debug.edits``, the run's hooks, recorder and replay-or-live
+transport in ``rawloop.debug.session``, one-line wording in
+``rawloop.debug.wording``.
 
 The same pause without this engine: ``Loop.iter()`` with an ``on_breakpoint``
 hook, which may change the state in place (see the README, "Breakpoints from
@@ -43,7 +52,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import gzip
 import queue
 import shutil
 import tempfile
@@ -59,29 +67,22 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import httpx
-import orjson
 
-from ..core import jsonpath, patch
-from ..core.jsondiff import MISSING, Difference, first_difference
-from ..core.turn import FunctionCall
 from ..loop.loop import Loop, LoopRun
-from ..loop.retry import RetryPolicy
 from ..loop.state import LoopState, RunResult
-from ..loop.tools import Tool, ToolResult, run_tool
-from ..replay.replayer import (
-    DEFAULT_VOLATILE,
-    Replayer,
-    ReplayTransport,
-    first_input,
-    loop_from_trace,
-)
+from ..loop.tools import Tool
+from ..replay.replayer import Replayer, ReplayTransport, first_input, loop_from_trace
 from ..trace.format import Trace
 from .breakpoints import CONDITION_KINDS as CONDITION_KINDS  # still importable from here
 from .breakpoints import Condition, parse_condition
-from .edits import apply_patch, path_patch, plain_json, state_document
+from .departure import AFTER_EDIT_MODES as AFTER_EDIT_MODES  # importable from here
+from .departure import LEFT_RECORDING as LEFT_RECORDING
+from .departure import Departing, check_after_edit
+from .edits import state_document
 from .errors import StepError
 from .session import (
     Attempt,
+    Departure,
     RecordedEdits,
     ReplayOrLiveTransport,
     SessionRecorder,
@@ -102,9 +103,6 @@ __all__ = [
     "parse_condition",
 ]
 
-#: What a replayed run does once an edit took it off the recording.
-AFTER_EDIT_MODES = ("stop", "live", "ignore")
-
 #: Debuggers whose worker may still run: closed at interpreter exit, before its finalisers.
 _OPEN: weakref.WeakSet[Debugger] = weakref.WeakSet()
 
@@ -113,25 +111,6 @@ _OPEN: weakref.WeakSet[Debugger] = weakref.WeakSet()
 def _close_open() -> None:
     for debugger in list(_OPEN):
         debugger.close()
-
-
-#: The stop reason of a replay ended by ``after_edit="stop"``.
-LEFT_RECORDING = "left-recording"
-
-
-@dataclass
-class Departure:
-    """Where a replayed run left its recording, and what it does about it."""
-
-    iteration: int
-    difference: Difference
-    mode: str
-
-    def __str__(self) -> str:
-        return (
-            f"the run has left the recording at iteration {self.iteration}: the request "
-            f"differs from the recorded one at {describe_difference(self.difference)}"
-        )
 
 
 @dataclass
@@ -145,7 +124,7 @@ class Pause:
     error: BaseException | None = None
 
 
-class Debugger:
+class Debugger(Departing):
     """Runs a loop in a worker thread and pauses it at breakpoints (see the module docstring).
 
     Args:
@@ -178,14 +157,9 @@ class Debugger:
         live_max_iterations: int = 10,
         _switch: ReplayOrLiveTransport | None = None,
     ) -> None:
-        if after_edit not in AFTER_EDIT_MODES:
-            raise StepError(
-                f"after_edit must be one of {', '.join(AFTER_EDIT_MODES)}, not {after_edit!r}"
-            )
         if trace is not None and _switch is None:
             raise StepError("to replay a trace, use Debugger.for_trace(trace, ...)")
-        if trace is not None and after_edit == "live" and not live_base_url:
-            raise StepError("after_edit='live' needs a base URL to continue against (--base-url)")
+        check_after_edit(after_edit, trace is not None, live_base_url)
         self.loop = loop
         self.input = input
         self.trace = trace
@@ -278,22 +252,6 @@ class Debugger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def state(self) -> LoopState:
-        """The run's state (read and change it only while paused)."""
-        if self._run is None:
-            raise StepError("the run has not started yet")
-        return self._run.state
-
-    @property
-    def replaying(self) -> bool:
-        return self.trace is not None
-
-    @property
-    def end_reason(self) -> str:
-        """Why the run ended: its stop reason, or ``error`` when it failed without a result."""
-        return self.result.stop_reason if self.result else "error"
 
     def start(self) -> Pause:
         """Start the run; returns at its first breakpoint (iteration 0) or its end."""
@@ -459,153 +417,6 @@ class Debugger:
                 reasons.append(hit)
         return reasons
 
-    async def _run_tool(self, call: FunctionCall) -> ToolResult:
-        """Replay's tool runner: recorded results on the recording, real handlers once live."""
-        assert self._replayer is not None
-        if self.departure is None or self.departure.mode != "live":
-            return await self._replayer.run_tool(call)
-        handler = self.handlers.get(call.name)
-        if handler is not None:
-            return await run_tool(
-                handler,
-                call.name,
-                call.call_id,
-                call.arguments,
-                timeout=self.loop.tool_timeout,
-                known=list(self.handlers),
-            )
-        if self._replayer.results.get(call.call_id) is not None:
-            return await self._replayer.run_tool(call)
-        message = (
-            f"no handler for tool {call.name!r} in this debugging session "
-            "(give one with --tools FILE.py, or set this output at the next breakpoint "
-            f"with: result {call.call_id} TEXT)"
-        )
-        self._errors.append(f"{call.name} ({call.call_id}) has no handler")
-        return ToolResult(
-            call.call_id,
-            call.name,
-            call.arguments,
-            output=f"Error: {message}",
-            error={"type": "NoHandler", "message": message},
-        )
-
-    # -- reading the state ---------------------------------------------------------------
-
-    def view(self) -> dict[str, Any]:
-        """The state as one JSON document: the editable fields, then the read-only ones."""
-        state = self.state
-        doc = state_document(state)
-        doc["last_turn"] = plain_json(state.last_turn.to_dict()) if state.last_turn else None
-        doc["usage"] = dict(state.usage)
-        doc["dialect"] = state.dialect
-        doc["base_url"] = self.loop.base_url
-        doc["stop_reason"] = state.stop_reason
-        return doc
-
-    def get(self, path: str) -> tuple[str, Any]:
-        """The readable path and the value at ``path`` (dotted or JSON Pointer)."""
-        tokens = jsonpath.parse(path)
-        concrete, value, _ = jsonpath.locate(self.view(), tokens, root="the state")
-        return jsonpath.display(concrete), value
-
-    def next_request(self) -> tuple[str, bytes]:
-        """The URL and exact body of the request the run will send next (as ``loop.py`` builds it)."""
-        self._require_paused("build the next request")
-        state, dialect = self.state, self.loop.dialect
-        items = list(state.input)
-        if state.results:  # what _flush_results appends right after the breakpoint
-            items.extend(dialect.tool_outputs([(r.call_id, r.output) for r in state.results]))
-        body = dialect.build_request(
-            state.model,
-            items,
-            instructions=state.instructions,
-            tools=list(state.tools),
-            params=dict(state.request_params),
-        )
-        return self.loop.base_url + dialect.path, orjson.dumps(body)
-
-    def last_attempts(self) -> list[Attempt]:
-        """Every attempt of the last iteration that sent a request."""
-        if not self.attempts:
-            return []
-        last = self.attempts[-1].iteration
-        return [a for a in self.attempts if a.iteration == last]
-
-    def pending_edits(self) -> list[dict[str, Any]]:
-        """What was changed at this breakpoint so far, as an RFC 6902 patch."""
-        if not self.paused or self._snapshot is None:
-            return []
-        return patch.diff(self._snapshot, state_document(self.state))
-
-    def difference_from_recording(self) -> Difference | None:
-        """Where the next request differs from the recorded one (replay, while paused)."""
-        if self.trace is None or not self.paused or self.departure is not None:
-            return None
-        recorded = self._recorded.get(self.state.iteration)
-        _, body = self.next_request()
-        if recorded is None:
-            return Difference("<request>", MISSING, orjson.loads(body))
-        return first_difference(recorded, orjson.loads(body), DEFAULT_VOLATILE)
-
-    # -- changing the state --------------------------------------------------------------
-
-    def set(self, path: str, value: Any) -> list[dict[str, Any]]:
-        """Put ``value`` at ``path`` (a missing last key is added); returns the operations."""
-        return self._edit("set", path, value)
-
-    def delete(self, path: str) -> list[dict[str, Any]]:
-        """Remove what is at ``path``."""
-        return self._edit("del", path)
-
-    def append(self, path: str, value: Any) -> list[dict[str, Any]]:
-        """Add ``value`` at the end of the list at ``path``."""
-        return self._edit("append", path, value)
-
-    def set_model(self, name: str) -> list[dict[str, Any]]:
-        """Send the next request (and the ones after it) to model ``name``."""
-        if not name.strip():
-            raise StepError("give a model name, e.g. model gpt-5.5")
-        return self._edit("set", "model", name.strip())
-
-    def find_result(self, ref: str) -> int:
-        """The index in ``state.results`` of a call id, a unique prefix of one, or an index."""
-        self._require_paused("change a result")
-        results = self.state.results
-        if not results:
-            raise StepError(
-                f"no pending results at iteration {self.state.iteration}: "
-                "the last turn called no tools"
-            )
-        ids = ", ".join(f"[{i}] {r.call_id} ({r.name})" for i, r in enumerate(results))
-        exact = [i for i, r in enumerate(results) if r.call_id == ref]
-        if exact:
-            return exact[0]
-        if ref.isascii() and ref.isdigit():
-            if int(ref) < len(results):
-                return int(ref)
-            raise StepError(f"there are {len(results)} pending results, not {int(ref) + 1}: {ids}")
-        found = [i for i, r in enumerate(results) if r.call_id.startswith(ref)]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise StepError(f"{ref!r} could be more than one call: {ids}")
-        raise StepError(f"no pending result for call {ref!r}; pending: {ids}")
-
-    def set_result(self, ref: str, output: str) -> list[dict[str, Any]]:
-        """Replace the output of a pending tool result (and clear its error) before it is sent."""
-        index = self.find_result(ref)
-        ops: list[dict[str, Any]] = [
-            {"op": "replace", "path": f"/results/{index}/output", "value": output}
-        ]
-        if self.state.results[index].error is not None:
-            ops.append({"op": "replace", "path": f"/results/{index}/error", "value": None})
-        return apply_patch(self.state, ops)
-
-    def _edit(self, kind: str, path: str, value: Any = None) -> list[dict[str, Any]]:
-        self._require_paused("change the state")
-        return apply_patch(self.state, path_patch(state_document(self.state), kind, path, value))
-
     # -- conditional breakpoints -------------------------------------------------------------
 
     def add_condition(self, kind: str, arg: str = "") -> Condition:
@@ -634,75 +445,3 @@ class Debugger:
             return []
         hits = (c.hit(self.state, self._errors) for c in self.conditions if c.kind != "iteration")
         return [hit for hit in hits if hit]
-
-    def known_tools(self) -> list[str]:
-        """Names of the tools the model is told about."""
-        if self._run is None:
-            return []
-        names = (d.get("name") or d.get("function", {}).get("name") for d in self.state.tools)
-        return [str(name) for name in names if name]
-
-    # -- saving ------------------------------------------------------------------------------
-
-    def save(self, path: str | Path) -> int:
-        """Write the run so far as a trace (with this breakpoint's edits); returns its records."""
-        if self._run is None:
-            raise StepError("nothing to save: the run has not started")
-        data = self.recording.read_bytes() if self.recording.exists() else b""
-        if not data:
-            raise StepError("nothing recorded yet")
-        pending = self.pending_edits()  # only while paused: the run has not recorded them yet
-        if pending:
-            iteration = self.state.iteration
-            record = {"kind": "edit", "iteration": iteration, "patch": self.recorder.ops(pending)}
-            data += orjson.dumps(self.recorder.redactor.strings(record)) + b"\n"
-        records = data.count(b"\n") - 1  # every line but the header
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(gzip.compress(data) if target.suffix == ".gz" else data)
-        return records
-
-    # -- leaving the recording ---------------------------------------------------------------
-
-    def _check_departure(self) -> None:
-        found = self.difference_from_recording()
-        if found is None:
-            return
-        state = self.state
-        self.departure = Departure(state.iteration, found, self.after_edit)
-        self.progress(str(self.departure))
-        if self.after_edit == "stop":
-            state.stop(LEFT_RECORDING)
-            self.progress(
-                "--after-edit stop: the run ends here, before sending it "
-                "(save it with save FILE; --after-edit live|ignore goes on)"
-            )
-        elif self.after_edit == "live":
-            assert self.live_base_url is not None and self._switch is not None
-            self._switch.go_live()
-            self.loop.base_url = self.live_base_url
-            self.loop.retry_policy = RetryPolicy()
-            self.loop.max_iterations = max(self.loop.max_iterations, self.live_max_iterations)
-            self.progress(
-                f"--after-edit live: going on against {self.live_base_url} "
-                f"(at most {self.loop.max_iterations} requests)"
-            )
-        else:
-            assert self._switch is not None
-            self._switch.ignore_divergence()
-            self.progress(
-                "--after-edit ignore: going on with the recorded responses "
-                "(they answer the recorded requests, not the edited ones)"
-            )
-
-    def divergences_ignored(self) -> int:
-        """Requests that differed from the recording and were answered anyway (``ignore``)."""
-        return len(self._switch.replay.responder.divergences) if self._switch else 0
-
-    def _require_paused(self, what: str) -> None:
-        if self._run is None:
-            raise StepError(f"cannot {what}: the run has not started")
-        if self.ended:
-            raise StepError(f"cannot {what}: the run has ended ({self.end_reason})")
-        if not self.paused:
-            raise StepError(f"cannot {what}: the run is not paused")

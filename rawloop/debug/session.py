@@ -5,6 +5,8 @@ A ``Debugger`` gives its run these hooks, in this order: ``RecordedEdits``
 ``Watcher``, so the recorder and the watcher see the state after every other
 hook changed it.
 
+- ``Attempt`` and ``Departure`` are what the debugger keeps of the run: each
+  HTTP attempt as it went over the wire, and where a replay left its recording.
 - ``Watcher`` hands each breakpoint to the debugger (which pauses there or
   not), keeps every HTTP attempt as an ``Attempt``, notes the iteration's
   failures (the ``error`` breakpoint reads them) and reports one line per
@@ -34,6 +36,7 @@ import httpx
 import orjson
 
 from ..core import jsonpath, patch
+from ..core.jsondiff import Difference
 from ..loop.hooks import (
     ChunkInfo,
     DecisionInfo,
@@ -48,9 +51,31 @@ from ..loop.tools import ToolResult
 from ..replay.replayer import Replayer, ReplayTransport
 from ..trace.recorder import TraceRecorder
 from .edits import state_document
-from .wording import describe_op, describe_turn, shorten
+from .wording import describe_difference, describe_op, describe_turn, shorten
 
-__all__ = ["Attempt", "RecordedEdits", "ReplayOrLiveTransport", "SessionRecorder", "Watcher"]
+__all__ = [
+    "Attempt",
+    "Departure",
+    "RecordedEdits",
+    "ReplayOrLiveTransport",
+    "SessionRecorder",
+    "Watcher",
+]
+
+
+@dataclass
+class Departure:
+    """Where a replayed run left its recording, and what it does about it."""
+
+    iteration: int
+    difference: Difference
+    mode: str
+
+    def __str__(self) -> str:
+        return (
+            f"the run has left the recording at iteration {self.iteration}: the request "
+            f"differs from the recorded one at {describe_difference(self.difference)}"
+        )
 
 
 @dataclass

@@ -767,10 +767,12 @@ def test_closing_a_paused_debugger_ends_the_run_and_its_thread(tmp_path: Path) -
 def test_the_debugger_parts_are_importable_from_rawloop_debug_debugger() -> None:
     """The engine is split into modules; ``rawloop.debug.debugger`` still names every public part."""
     import rawloop.debug.debugger as debugger
-    from rawloop.debug import breakpoints, edits, errors, session, wording
+    from rawloop.debug import access, breakpoints, departure, edits, errors, session, wording
 
     homes = {
+        "AFTER_EDIT_MODES": departure,
         "Attempt": session,
+        "Departure": session,
         "Condition": breakpoints,
         "CONDITION_KINDS": breakpoints,
         "StepError": errors,
@@ -782,7 +784,9 @@ def test_the_debugger_parts_are_importable_from_rawloop_debug_debugger() -> None
         assert getattr(debugger, name) is getattr(home, name), name
     for name in debugger.__all__:
         assert hasattr(debugger, name), name
-    for module in (breakpoints, edits, session, wording, errors):
+    assert issubclass(debugger.Debugger, departure.Departing)
+    assert issubclass(debugger.Debugger, access.StateAccess)
+    for module in (access, breakpoints, departure, edits, session, wording, errors):
         assert module.__doc__ and all(hasattr(module, n) for n in module.__all__)
 
 
