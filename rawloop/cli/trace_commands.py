@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,31 +14,55 @@ from typing import Any
 import orjson
 
 from ..core.errors import ConfigurationError
-from ..core.parse import DIALECTS, parse_stream
+from ..core.parse import DIALECTS, StreamParser
+from ..core.turn import Turn
+from ..trace.runs import safe
 from .common import load_trace, use_color, warn_about
 
 __all__ = ["add_commands"]
 
 
+#: How much of a response body ``parse`` reads at a time.
+BLOCK = 64 * 1024
+
+
+def _parse_file(path: str, dialect: str) -> Turn:
+    """Feed a response body to the parser block by block, never holding the whole file."""
+    parser = StreamParser(dialect)
+    try:
+        with open(path, "rb") as file:
+            first = file.read(BLOCK)
+            if first.lstrip()[:1] == b"{" and b'"rawloop-trace"' in first.split(b"\n", 1)[0]:
+                raise ConfigurationError(
+                    f"{path} is a rawloop trace, not a response body: "
+                    f"read it with `rawloop show {path}`"
+                )
+            block = first
+            while block:
+                parser.feed(block)
+                block = file.read(BLOCK)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parser.close()
+
+
 def _cmd_parse(args: argparse.Namespace) -> int:
-    data = Path(args.file).read_bytes()
-    turn = parse_stream(data, args.dialect)
+    turn = _parse_file(args.file, args.dialect)
     if args.json:
         sys.stdout.write(orjson.dumps(turn.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    out = sys.stdout
-    out.write(f"{turn.dialect} response {turn.response_id} ({turn.model}): {turn.status}\n")
+    lines = [f"{turn.dialect} response {turn.response_id} ({turn.model}): {turn.status}"]
     if turn.reasoning:
-        out.write(f"reasoning: {len(turn.reasoning)} chars\n")
+        lines.append(f"reasoning: {len(turn.reasoning)} chars")
     if turn.text:
-        out.write(f"text: {turn.text}\n")
-    for call in turn.calls:
-        out.write(f"call {call.name}({call.arguments}) id={call.call_id}\n")
+        lines.append(f"text: {turn.text}")
+    lines += [f"call {c.name}({c.arguments}) id={c.call_id}" for c in turn.calls]
     if turn.usage:
-        out.write(f"usage: {orjson.dumps(turn.usage).decode()}\n")
-    for warning in turn.warnings:
-        out.write(f"warning: {warning}\n")
-    out.write(f"{turn.event_count} events\n")
+        lines.append(f"usage: {orjson.dumps(turn.usage).decode()}")
+    lines += [f"warning: {warning}" for warning in turn.warnings]
+    lines.append(f"{turn.event_count} events")
+    # The body is untrusted: its text must not drive the terminal.
+    sys.stdout.write("".join(safe(line) + "\n" for line in lines))
     return 0
 
 
@@ -70,8 +98,45 @@ def _cmd_show(args: argparse.Namespace) -> int:
         text = orjson.dumps(as_json(trace), option=orjson.OPT_INDENT_2).decode()
         sys.stdout.write(text + "\n")
     else:
-        sys.stdout.write(render(trace, color=use_color()))
+        terminal = sys.stdout.isatty()
+        text = render(
+            trace,
+            color=use_color(),
+            full=args.full,
+            iteration=args.iteration,
+            tool=args.tool,
+            width=shutil.get_terminal_size().columns if terminal else None,
+        )
+        if not (terminal and not args.no_pager and _long(text) and _page(text)):
+            sys.stdout.write(text)
     return 0
+
+
+def _long(text: str) -> bool:
+    return text.count("\n") >= shutil.get_terminal_size().lines
+
+
+def _page(text: str) -> bool:
+    """Show ``text`` through ``$PAGER`` (default ``less -FRX``); False when there is none."""
+    try:
+        argv = shlex.split(os.environ.get("PAGER") or "less -FRX")
+    except ValueError:
+        return False
+    if not argv:
+        return False
+    sys.stdout.flush()
+    try:
+        pager = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    except OSError:
+        return False
+    assert pager.stdin is not None
+    try:
+        pager.stdin.write(text.encode())
+        pager.stdin.close()
+    except BrokenPipeError:  # the reader quit the pager before the end
+        pass
+    pager.wait()
+    return True
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -110,6 +175,20 @@ def add_commands(sub: Any) -> None:
         help="write one self-contained HTML page of the run (to stdout, or -o FILE)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="where --html writes the page")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="show every text whole: messages, tool outputs, edits, error bodies",
+    )
+    p.add_argument("--iteration", type=int, metavar="N", help="show only iteration N")
+    p.add_argument(
+        "--tool", metavar="NAME", help="show only the iterations that call or answer tool NAME"
+    )
+    p.add_argument(
+        "--no-pager",
+        action="store_true",
+        help="never page a long timeline (default: page on a terminal)",
+    )
     p.add_argument(
         "--prices",
         metavar="FILE.json",

@@ -296,7 +296,7 @@ def _request_body(body: dict[str, Any]) -> str:
             f'<details class="sub"><summary>tools: {esc(names)}</summary><pre>{esc(pretty(tools))}</pre></details>'
         )
     params = {k: v for k, v in body.items() if k not in _BODY_KEYS}
-    params.setdefault("stream", None)
+    params.setdefault("stream", "(not set)")  # not null: the request did not say
     rows = "".join(
         f'<span>{esc(k)}</span><span class="mono">{esc(_compact(v))}</span>'
         for k, v in params.items()

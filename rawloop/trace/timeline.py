@@ -8,15 +8,19 @@ with control characters escaped, so a hostile stream cannot drive the terminal.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from .format import Exchange, Record, Trace, chunk_bytes
 from .runs import (
+    UNKNOWN,
     Iteration,
     Run,
     clip,
+    edit_before,
     group_runs,
     header_summary,
+    item_text,
     plural,
     safe,
     safe_headers,
@@ -33,6 +37,14 @@ __all__ = ["render"]
 OUTPUT_LIMIT = 200
 #: How many of the last input items a request summary names.
 LAST_ITEMS = 3
+#: How much of an edit's value the timeline shows.
+EDIT_LIMIT = 200
+#: How many lines, and characters per line, of a user or system message the timeline shows.
+MESSAGE_LINES = 3
+MESSAGE_WIDTH = 200
+
+#: The roles whose messages are shown: what people said, not what the model or tools did.
+_PEOPLE = frozenset({"system", "developer", "user"})
 
 _BODY_KEYS = frozenset({"model", "input", "messages", "tools", "instructions", "stream"})
 
@@ -52,10 +64,22 @@ _RESET = "\x1b[0m"
 
 
 class _Out:
-    """Lines of the timeline, each with one style; escaped and coloured at the end."""
+    """Lines of the timeline, each with one style; escaped, wrapped and coloured at the end.
 
-    def __init__(self) -> None:
+    ``full`` turns off every cut (outputs, edits, messages, error bodies);
+    ``width`` wraps long lines, keeping their indent (None: no wrapping).
+    """
+
+    def __init__(self, *, full: bool = False, width: int | None = None) -> None:
         self.lines: list[tuple[int, str, str]] = []
+        self.full = full
+        self.width = width
+
+    def clip(self, text: str, limit: int) -> str:
+        """``text`` cut to ``limit`` characters unless ``full``, saying how to see the rest."""
+        if self.full or len(text) <= limit:
+            return text
+        return f"{text[:limit]}... ({len(text) - limit} more chars; --full shows all)"
 
     def add(self, depth: int, text: str, style: str = "") -> None:
         self.lines.append((depth, text, style))
@@ -68,16 +92,48 @@ class _Out:
     def text(self, color: bool) -> str:
         out = []
         for depth, text, style in self.lines:
-            line = "  " * depth + safe(text)
-            if color and style:
-                line = "".join(_CODES[s] for s in style.split()) + line + _RESET
-            out.append(line)
+            indent = "  " * depth
+            for line in self._wrap(indent, safe(text)):
+                if color and style:
+                    line = "".join(_CODES[s] for s in style.split()) + line + _RESET
+                out.append(line)
         return "\n".join(out) + "\n"
 
+    def _wrap(self, indent: str, text: str) -> list[str]:
+        # Escaped first, so an escape sequence is never cut and a wrapped line keeps its indent
+        # (plus two spaces: a continuation reads as one).
+        room = (self.width or 0) - len(indent)
+        if self.width is None or len(text) <= room:
+            return [indent + text]
+        room = max(room, 20)
+        lines = textwrap.wrap(
+            text,
+            room,
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+            replace_whitespace=False,
+            drop_whitespace=True,
+        )
+        return [indent + line for line in lines] or [indent]
 
-def render(trace: Trace, *, color: bool = False) -> str:
-    """The trace as a timeline a person can read; ANSI colour only when ``color`` is true."""
-    out = _Out()
+
+def render(
+    trace: Trace,
+    *,
+    color: bool = False,
+    full: bool = False,
+    iteration: int | None = None,
+    tool: str | None = None,
+    width: int | None = None,
+) -> str:
+    """The trace as a timeline a person can read.
+
+    ``color`` adds ANSI colour; ``full`` shows every text whole (tool outputs,
+    edits, messages, error bodies); ``iteration`` and ``tool`` keep only that
+    iteration, or the iterations that call or answer that tool; ``width``
+    wraps lines to that many columns, keeping their indent.
+    """
+    out = _Out(full=full, width=width)
     runs = group_runs(trace)
     out.add(0, f"trace {trace.path}", "bold")
     for warning in trace.warnings:
@@ -86,8 +142,21 @@ def render(trace: Trace, *, color: bool = False) -> str:
         if len(runs) > 1:
             out.add(0, f"=== run {number} of {len(runs)} ===", "bold")
         _render_header(out, run.header)
-        for iteration in run.iterations:
-            _render_iteration(out, iteration)
+        seen: set[str] = set()
+        shown = 0
+        for step in run.iterations:
+            if (iteration is None or step.number == iteration) and (
+                tool is None or _uses_tool(step, tool)
+            ):
+                _render_iteration(out, run, step, seen)
+                shown += 1
+            else:  # what it sent still counts as seen: only new messages are shown
+                _remember_inputs(step, seen)
+        if shown == 0 and (iteration is not None or tool is not None):
+            wanted = [f"iteration {iteration}"] if iteration is not None else []
+            wanted += [f"tool {tool}"] if tool is not None else []
+            out.add(0, "")
+            out.add(0, f"no iteration matches {' and '.join(wanted)}", "yellow")
         for record in run.loose:
             _render_note(out, 0, record)
         _render_end(out, run, trace)
@@ -108,9 +177,35 @@ def _render_header(out: _Out, header: dict[str, Any]) -> None:
         out.add(0, f"metadata: {to_json(header['metadata'])}")
 
 
-def _render_iteration(out: _Out, iteration: Iteration) -> None:
+def _uses_tool(iteration: Iteration, name: str) -> bool:
+    calls = [c for t in iteration.decisions for c in t.get("calls") or () if isinstance(c, dict)]
+    return any(c.get("name") == name for c in calls) or any(
+        r.get("name") == name for r in iteration.results
+    )
+
+
+def _inputs(iteration: Iteration) -> list[Any]:
+    request = iteration.exchanges[-1].request if iteration.exchanges else {}
+    body = request.get("body") if request else None
+    if not isinstance(body, dict):
+        return []
+    items = body.get("input", body.get("messages"))
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    return items if isinstance(items, list) else []
+
+
+def _remember_inputs(iteration: Iteration, seen: set[str]) -> None:
+    seen.update(to_json(item) for item in _inputs(iteration))
+
+
+def _render_iteration(out: _Out, run: Run, iteration: Iteration, seen: set[str]) -> None:
     out.add(0, "")
-    out.add(0, f"iteration {iteration.number}", "bold")
+    usage = [t["usage"] for t in iteration.decisions if isinstance(t.get("usage"), dict)]
+    tokens = [u.get("total_tokens") for u in usage if isinstance(u.get("total_tokens"), int)]
+    out.add(
+        0, f"iteration {iteration.number}" + (f" ({sum(tokens)} tokens)" if tokens else ""), "bold"
+    )
     # A handoff happens before the breakpoint: say so before its edits.
     for record in iteration.notes:
         if record.kind == "handoff":
@@ -118,11 +213,13 @@ def _render_iteration(out: _Out, iteration: Iteration) -> None:
     if iteration.edits:
         out.add(1, f"breakpoint edits ({len(iteration.edits)}):", "magenta")
         for op in iteration.edits:
-            out.add(2, _describe_op(op), "magenta")
+            out.add(2, _describe_op(out, op, edit_before(run, iteration, op)), "magenta")
     previous: dict[str, Any] | None = None
     for exchange in iteration.exchanges:
-        _render_exchange(out, exchange, previous)
+        first = previous is None
+        _render_exchange(out, exchange, previous, iteration if first else None, seen)
         previous = exchange.request or previous
+    _remember_inputs(iteration, seen)
     for turn in iteration.decisions:
         _render_decision(out, turn)
     for result in iteration.results:
@@ -132,16 +229,49 @@ def _render_iteration(out: _Out, iteration: Iteration) -> None:
             _render_note(out, 1, record)
 
 
-def _describe_op(op: dict[str, Any]) -> str:
+def _describe_op(out: _Out, op: dict[str, Any], before: Any) -> str:
     text = f"{op.get('op', '?')} {op.get('path', '')}"
     if "from" in op:
         text += f" from {op['from']}"
+    if before is not UNKNOWN:
+        text += f": was {out.clip(to_json(before), EDIT_LIMIT)}"
     if "value" in op:
-        text += f" = {to_json(op['value'], 200)}"
+        text += (
+            f", now {out.clip(to_json(op['value']), EDIT_LIMIT)}"
+            if before is not UNKNOWN
+            else f" = {out.clip(to_json(op['value']), EDIT_LIMIT)}"
+        )
     return text
 
 
-def _render_exchange(out: _Out, exchange: Exchange, previous: dict[str, Any] | None) -> None:
+def _render_messages(out: _Out, iteration: Iteration, seen: set[str]) -> None:
+    """The system, developer and user messages this iteration sends for the first time."""
+    for item in _inputs(iteration):
+        if not isinstance(item, dict) or item.get("role") not in _PEOPLE:
+            continue
+        if to_json(item) in seen:
+            continue
+        head, text = item_text(item)
+        lines = text.splitlines() or [""]
+        if out.full or len(lines) <= MESSAGE_LINES:
+            kept, more = lines, ""
+        else:
+            kept = lines[:MESSAGE_LINES]
+            more = f"(+{len(lines) - MESSAGE_LINES} more lines; --full shows all)"
+        out.add(2, f"{head}:", "bold")
+        for line in kept:
+            out.add(3, out.clip(line, MESSAGE_WIDTH))
+        if more:
+            out.add(3, more, "dim")
+
+
+def _render_exchange(
+    out: _Out,
+    exchange: Exchange,
+    previous: dict[str, Any] | None,
+    messages_of: Iteration | None,
+    seen: set[str],
+) -> None:
     out.add(1, f"attempt {exchange.attempt}: {target(exchange)}", "bold")
     request = exchange.request
     if request:
@@ -149,8 +279,10 @@ def _render_exchange(out: _Out, exchange: Exchange, previous: dict[str, Any] | N
         if previous is not None and body == previous.get("body"):
             out.add(2, f"same request body as attempt {previous.get('attempt')}", "dim")
         elif isinstance(body, dict):
-            for line in _request_summary(body):
+            for line in _request_summary(out, body):
                 out.add(2, line)
+            if messages_of is not None:
+                _render_messages(out, messages_of, seen)
         headers = header_summary(request.get("headers"))
         redacted = f" (redacted: {', '.join(headers['redacted'])})" if headers["redacted"] else ""
         out.add(2, f"headers: {headers['count']} sent{redacted}", "dim")
@@ -180,17 +312,17 @@ def _render_exchange(out: _Out, exchange: Exchange, previous: dict[str, Any] | N
         status = response.get("status") if response is not None else None
         if isinstance(status, int) and status >= 300:  # an error answer: short, and telling
             body = b"".join(chunk_bytes(c) for c in exchange.chunks)
-            out.add(2, f"body: {clip(body.decode(errors='replace'), 300)}", "red")
+            out.add(2, f"body: {out.clip(body.decode(errors='replace'), 300)}", "red")
     elif response is not None:
         out.add(2, "stream: no body recorded", "dim")
     if exchange.error is not None:
         out.add(2, _describe_error(exchange.error), "yellow" if _retried(exchange.error) else "red")
 
 
-def _request_summary(body: dict[str, Any]) -> list[str]:
+def _request_summary(out: _Out, body: dict[str, Any]) -> list[str]:
     lines = [f"model: {body.get('model', '?')}"]
     if "instructions" in body and body["instructions"] is not None:
-        lines.append(f"instructions: {clip(str(body['instructions']), 100)}")
+        lines.append(f"instructions: {out.clip(str(body['instructions']), 100)}")
     items = body.get("input", body.get("messages"))
     noun = "message" if "messages" in body else "input item"
     if isinstance(items, list):
@@ -207,8 +339,10 @@ def _request_summary(body: dict[str, Any]) -> list[str]:
         for k, v in body.items()
         if k not in _BODY_KEYS and not (k == "stream_options" and v == {"include_usage": True})
     ]
-    if body.get("stream") is not True:
-        params.append(f"stream={to_json(body.get('stream'))}")
+    if "stream" not in body:  # not "stream=null": the request did not say
+        params.append("stream not set")
+    elif body["stream"] is not True:
+        params.append(f"stream={to_json(body['stream'])}")
     if params:
         lines.append(f"params: {' '.join(params)}")
     return lines
@@ -244,7 +378,12 @@ def _tool_name(tool: Any) -> str:
 def _render_decision(
     out: _Out, turn: dict[str, Any], depth: int = 1, label: str = "decision"
 ) -> None:
-    parts = [f"{label}: {turn.get('status', '?')}"]
+    calls = [c for c in turn.get("calls") or () if isinstance(c, dict)]
+    if calls and turn.get("status") == "completed":  # a turn that continues is no finish
+        names = ", ".join(dict.fromkeys(str(c.get("name")) for c in calls))
+        parts = [f"{label}: calls {plural(len(calls), 'tool')} ({names})"]
+    else:
+        parts = [f"{label}: {turn.get('status', '?')}"]
     if turn.get("finish_reason"):
         parts.append(f"finish_reason {turn['finish_reason']}")
     if turn.get("response_id"):
@@ -263,7 +402,7 @@ def _render_decision(
     if turn.get("refusal"):
         out.add(depth + 1, "refusal:", "red")
         out.block(depth + 2, str(turn["refusal"]), "red")
-    for call in turn.get("calls") or ():
+    for call in calls:
         out.add(
             depth + 1,
             f"call {call.get('name')}({call.get('arguments', '')}) id={call.get('call_id')}",
@@ -272,7 +411,7 @@ def _render_decision(
     if turn.get("usage"):
         out.add(depth + 1, f"usage: {usage_text(turn['usage'])}", "dim")
     if turn.get("error"):
-        out.add(depth + 1, f"error: {to_json(turn['error'], 300)}", "red")
+        out.add(depth + 1, f"error: {out.clip(to_json(turn['error']), 300)}", "red")
     for warning in turn.get("warnings") or ():
         out.add(depth + 1, f"warning: {warning}", "yellow")
     unknown = turn.get("unknown_events") or ()
@@ -295,8 +434,8 @@ def _render_result(out: _Out, result: dict[str, Any]) -> None:
     )
     output = result.get("output")
     text = output if isinstance(output, str) else to_json(output)
-    if len(text) > OUTPUT_LIMIT:
-        out.add(2, f"output (first {OUTPUT_LIMIT} of {len(text)} chars; truncated):")
+    if len(text) > OUTPUT_LIMIT and not out.full:
+        out.add(2, f"output (first {OUTPUT_LIMIT} of {len(text)} chars; --full shows all):")
         out.block(3, text[:OUTPUT_LIMIT] + " ...")
     else:
         out.add(2, "output:")

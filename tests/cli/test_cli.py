@@ -44,13 +44,13 @@ async def test_no_colour_off_a_terminal_or_with_no_color(
     assert main(["show", path]) == 0  # captured output is not a terminal
     assert ANSI not in capsys.readouterr().out
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert main(["show", path]) == 0
+    assert main(["show", path, "--no-pager"]) == 0
     assert ANSI in capsys.readouterr().out
     monkeypatch.setenv("NO_COLOR", "1")
-    assert main(["show", path]) == 0
+    assert main(["show", path, "--no-pager"]) == 0
     assert ANSI not in capsys.readouterr().out
     monkeypatch.setenv("NO_COLOR", "")  # empty means unset
-    assert main(["show", path]) == 0
+    assert main(["show", path, "--no-pager"]) == 0
     assert ANSI in capsys.readouterr().out
 
 

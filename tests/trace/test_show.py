@@ -166,9 +166,11 @@ async def test_breakpoint_edits_are_listed_before_the_request_they_changed(
     tmp_path: Path,
 ) -> None:
     text = render(Trace.load(await edited_run(tmp_path / "edit.jsonl")))
-    iteration_1 = text.split("iteration 1\n")[1]
+    iteration_1 = text.split("iteration 1 (112 tokens)\n")[1]
     assert iteration_1.startswith(
-        '  breakpoint edits (1):\n    replace /results/0/output = "42"\n  attempt 0: POST'
+        "  breakpoint edits (1):\n"
+        '    replace /results/0/output: was "2869461", now "42"\n'
+        "  attempt 0: POST"
     )
 
 
@@ -186,7 +188,7 @@ async def test_tool_errors_and_long_outputs(tmp_path: Path) -> None:
     replies = [call_reply(("c1", "boom", "{}"), ("c2", "long", "{}")), text_reply("ok")]
     text = render(Trace.load(await record(tmp_path / "t.jsonl", replies, tools=[boom, long])))
     assert "result boom id=c1" in text and "error: RuntimeError: disk on fire" in text
-    assert "output (first 200 of 1000 chars; truncated):" in text
+    assert "output (first 200 of 1000 chars; --full shows all):" in text
     assert "      " + "x" * 200 + " ..." in text.splitlines()
     assert "x" * 201 not in text
 
