@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rawloop.core.errors import APIStatusError, StreamErrorEvent
 from rawloop.core.redact import (
     SECRET_PATTERN,
     SENSITIVE_HEADERS,
+    ChunkRedactor,
     placeholder,
+    redact_bytes,
     redact_headers,
+    redact_json,
     redact_text,
 )
 
@@ -183,3 +190,125 @@ def test_redacting_twice_keeps_the_first_placeholder() -> None:
         {"Authorization": "Bearer sk-" + "abcdefghijklmnopqrstuvwxyz", "Cookie": "a=b"}
     )
     assert redact_headers(once) == once
+
+
+# -- escapes, JSON, streams ------------------------------------------------------------------
+
+GENERIC = "sk-" + "Zq9xW2" * 8
+BEARER_TOKEN = "eyJ" + "hbGciOiJIUzI1NiJ9" + ".pay_load-9"
+
+
+@pytest.mark.parametrize("key", [KEY, GENERIC, "sk-ant-" + "api03-" + "Qw_e-R7" * 8])
+@pytest.mark.parametrize(
+    "before",
+    ["\n", "\t", "\r\n", '"', "\\", "é", "\x01", "\b", "\f", "key:\n", ""],
+)
+def test_a_key_after_an_escape_is_found_decoded_escaped_and_as_repr(key: str, before: str) -> None:
+    value = f"x{before}{key} y" if before else f"{key} y"
+    for form in (value, json.dumps(value), json.dumps(value, ensure_ascii=False), repr(value)):
+        out = redact_text(form)
+        assert key not in out and placeholder(key) in out, form
+        assert key.encode() not in redact_bytes(form.encode())
+
+
+def test_vendor_prefixes_are_keys_even_glued_to_a_word_and_bearer_is_any_case() -> None:
+    assert redact_text(f"apikey{KEY}") == f"apikey{placeholder(KEY)}"
+    assert redact_text(f"token{GENERIC}") == f"token{GENERIC}"  # "sk-" mid-word: not a key
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        out = redact_text(f"authorization: {scheme} {BEARER_TOKEN}")
+        assert out == f"authorization: {scheme} {placeholder(BEARER_TOKEN)}"
+    # An escaped newline between the scheme and the token, as a JSON string holds it.
+    assert BEARER_TOKEN not in redact_text(json.dumps(f"Bearer\n{BEARER_TOKEN}"))
+
+
+def test_a_key_in_any_other_header_is_redacted_too() -> None:
+    out = redact_headers({"X-Note": f"use {KEY}", "X-Plain": "hello"})
+    assert out == {"x-note": f"use {placeholder(KEY)}", "x-plain": "hello"}
+
+
+def test_redact_json_replaces_keys_in_decoded_strings_and_says_where() -> None:
+    value: dict[str, Any] = {"input": [{"content": f"a\n{KEY}"}, {"content": "fine"}], KEY: 1}
+    out, where = redact_json(value)
+    assert where == ["/input/0/content", f"/{placeholder(KEY)}"]
+    assert out["input"][0]["content"] == f"a\n{placeholder(KEY)}"
+    assert KEY not in json.dumps(out) and value["input"][0]["content"] == f"a\n{KEY}"
+    same, none = redact_json({"a": ["b", {"c": 1}]})
+    assert none == [] and same == {"a": ["b", {"c": 1}]}
+    assert redact_json([KEY] * 50, limit=3)[1] == ["/0", "/1", "/2"]
+
+
+def test_errors_carry_no_key_in_their_message_error_object_or_body() -> None:
+    event = StreamErrorEvent(f"the model said:\n{KEY}", error={"message": f"bad\t{KEY}"})
+    status = APIStatusError(
+        f"HTTP 401 {KEY}", status=401, body=json.dumps({"m": f"x\n{KEY}"}).encode(), request_id=None
+    )
+    for error in (event, status):
+        assert KEY not in str(error) and KEY not in repr(error)
+    assert KEY not in json.dumps(event.error) and KEY.encode() not in status.body
+
+
+def _feed_all(pieces: list[bytes]) -> list[bytes]:
+    redactor = ChunkRedactor()
+    out: list[bytes] = []
+    for piece in pieces:
+        out += redactor.feed(piece)
+    return out + redactor.flush()
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    edges = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@pytest.mark.parametrize("key", [KEY, GENERIC, f"Bearer {BEARER_TOKEN}"])
+def test_a_key_split_in_two_at_every_offset_is_caught_and_boundaries_are_kept(key: str) -> None:
+    body = b'data: {"delta":"x\\n' + key.encode() + b'\\tz"}\n\n'
+    whole = redact_bytes(body)
+    secret = key.removeprefix("Bearer ").encode()
+    assert secret not in whole
+    for cut in range(len(body) + 1):
+        out = _feed_all(_cut(body, [cut]))
+        assert len(out) == 2 and b"".join(out) == whole, cut
+        assert secret not in out[0] and secret not in out[1]
+    # Byte by byte.
+    out = _feed_all([bytes([b]) for b in body])
+    assert len(out) == len(body) and b"".join(out) == whole
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                *(
+                    b"sk-",
+                    b"proj-",
+                    KEY.encode(),
+                    GENERIC.encode(),
+                    b"Bearer ",
+                    BEARER_TOKEN.encode(),
+                ),
+                *(b"\\n", b"\\t", b'"', b" ", b"risk-", b"abc", b"\xc3\xa9", b"\xff", b"s", b"B"),
+            ]
+        ),
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_chunking_gives_the_redaction_of_the_whole(parts: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(parts)
+    pieces = _cut(data, [c for c in cuts if c <= len(data)])
+    out = _feed_all(pieces)
+    assert len(out) == len(pieces)  # one released chunk per chunk fed
+    assert b"".join(out) == redact_bytes(data)
+    assert KEY.encode() not in b"".join(out)  # a vendor prefix is a key wherever it is
+
+
+def test_a_chunk_is_held_only_while_its_end_could_start_a_key() -> None:
+    redactor = ChunkRedactor()
+    assert redactor.feed(b"data: ok\n\n") == [b"data: ok\n\n"]
+    assert redactor.feed(b'{"t":"the ') == [b'{"t":"the ']
+    assert redactor.feed(b"key is sk-pr") == [] and redactor.held == 1
+    assert redactor.feed(b"oj-") == [] and redactor.held == 2
+    rest = KEY.removeprefix("sk-proj-").encode() + b'"}'
+    assert redactor.feed(rest) == [b"key is " + placeholder(KEY).encode(), b"", b'"}']
+    assert redactor.held == 0 and redactor.flush() == []
