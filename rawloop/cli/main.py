@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..core.errors import RawloopError
-from . import capture_commands, replay_commands, step_command, trace_commands
+from . import capture_commands, replay_commands, sessions_command, step_command, trace_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_commands.add_commands(sub)
     step_command.add_commands(sub)
     capture_commands.add_commands(sub)
+    sessions_command.add_commands(sub)
 
     from ..serve.command import add_serve_agent_command
     from .tools_command import add_parser as add_tools_parser
