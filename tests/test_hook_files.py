@@ -11,14 +11,16 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
-from rawloop.core.errors import HookError
+from rawloop.core.errors import APIStatusError, HookError
 from rawloop.loop.hooks import HOOK_POINTS, HookBus
 from rawloop.loop.loop import Loop
 from rawloop.loop.tools import tool
@@ -196,6 +198,71 @@ async def test_print_wire_shows_failed_attempts_and_retries(
     assert "<<< 429 Too Many Requests  (request id r1, " in err
     assert "!!! request failed (iteration 0, attempt 0): APIStatusError: HTTP 429" in err
     assert "retrying in 0.00 s" in err and "(iteration 0, attempt 1)" in err
+
+
+def _split_client(body: bytes, cuts: list[int], status: int = 200) -> httpx.AsyncClient:
+    """A fake model API answering with ``body`` cut at ``cuts`` (the boundaries a test needs)."""
+    edges = [0, *sorted(cuts), len(body)]
+    pieces = [body[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+    async def stream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        kind = "text/event-stream" if status < 300 else "application/json"
+        return httpx.Response(status, headers={"content-type": kind}, content=stream())
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+# Built at run time: no key-shaped literal in the source.
+_WIRE_KEY = "sk-" + "proj-" + "Qm7_x-Lp2" * 5
+_WIRE_GENERIC = "sk-" + "Hq4Zr8" * 8
+
+
+@pytest.mark.parametrize("mode", ["text", "repr"])
+@pytest.mark.parametrize("key", [_WIRE_KEY, _WIRE_GENERIC], ids=["sk-proj", "sk"])
+async def test_print_wire_never_prints_a_key_split_across_chunks_at_any_offset(
+    mode: str, key: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAWLOOP_WIRE_CHUNKS", mode)
+    body = text_reply(f"here:\n{key}\tthere").body
+    start = body.index(key.encode())
+    for cut in range(start - 2, start + len(key) + 2):
+        hook = load_hook("print_wire")
+        loop = Loop("m", http_client=_split_client(body, [cut]), api_key="sk-test")
+        await loop.run("x", hooks=[hook])
+        err = capsys.readouterr().err
+        assert key not in err and key[-20:] not in err and key[3:20] not in err, cut
+        assert "[REDACTED:" in err
+        if mode == "repr":  # still one line per chunk, with the wire's offsets and sizes
+            lines = [line for line in err.splitlines() if line.startswith("    [")]
+            assert [line.split(" at ")[0] for line in lines] == [
+                f"    [0+{cut}",
+                f"    [{cut}+{len(body) - cut}",
+            ]
+
+
+async def test_print_wire_redacts_keys_in_bodies_urls_and_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAWLOOP_WIRE_BODY", "1")
+    monkeypatch.delenv("RAWLOOP_WIRE_CHUNKS", raising=False)
+    error = json.dumps({"error": {"message": f"Incorrect API key provided:\n{_WIRE_GENERIC}"}})
+    api = ScriptedAPI([Reply(error.encode(), status=401)])
+    loop = Loop(
+        "m",
+        http_client=api.client(),
+        api_key=_WIRE_KEY,
+        base_url=f"https://proxy.example/v1?key={_WIRE_GENERIC}",
+    )
+    with pytest.raises(APIStatusError):  # a 401 is not retried
+        await loop.run(f"mine:\t{_WIRE_KEY}", hooks=[load_hook("print_wire")])
+    err = capsys.readouterr().err
+    assert "!!! request failed" in err and '"content": "mine:\\t[REDACTED:' in err
+    for key in (_WIRE_KEY, _WIRE_GENERIC):
+        assert key not in err and key[-16:] not in err
 
 
 # -- cap_tool_output -------------------------------------------------------------------
