@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +123,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         rate=args.rate,
         faults=args.fault,
         seed=args.seed,
+        strict=args.strict,
     )
 
 
 def add_commands(sub: Any) -> None:
     """Add this module's subcommands to ``sub`` (an argparse subparsers object)."""
+    from ..replay.script import SCRIPT_HELP
+
     p = sub.add_parser(
         "replay",
         help="replay a trace against a fake server and compare",
@@ -193,9 +197,18 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="serve traces (or a script of turns) on a loopback OpenAI-compatible HTTP server",
-        description="Answer POST /v1/responses and /v1/chat/completions from recorded traces, "
-        "streaming or not, so any client (the official SDKs, curl) can be pointed at a "
-        "recording. Stops cleanly on SIGINT/SIGTERM.",
+        description=textwrap.fill(
+            "Answer POST /v1/responses and /v1/chat/completions from recorded traces "
+            "(or a script), each request in the form it asks for: a stream, or one JSON "
+            "object. Any client (the official SDKs, agent frameworks, curl) can be pointed at "
+            "a recording. A request that differs from the recording gets the nearest answer "
+            "and an x-rawloop-divergence header naming the first difference; --strict answers "
+            "it 409. Stops cleanly on SIGINT/SIGTERM.",
+            88,
+        )
+        + "\n\n"
+        + SCRIPT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("traces", nargs="*", metavar="TRACE", help="trace files to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -205,4 +218,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for hostile chunking")
     p.add_argument("--rate", type=float, default=0.0, help="pace chunks at R x the recorded gaps")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="a fault to inject")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="answer a request that differs from the recording with 409 (replay_divergence)",
+    )
     p.set_defaults(func=_cmd_serve)

@@ -436,6 +436,7 @@ def run_server(
     rate: float = 0.0,
     faults: Sequence[str] = (),
     seed: int = 0,
+    strict: bool = False,
 ) -> int:
     """``rawloop serve``: serve ``traces`` (and a ``script``) until SIGINT or SIGTERM.
 
@@ -455,11 +456,19 @@ def run_server(
                     sys.stderr.write(f"rawloop serve: warning: {warning}\n")
                 sources.append(trace)
         if script is not None:
-            from .synth import load_script, script_to_trace
+            from .script import load_script
+            from .synth import script_to_trace
 
             sources.append(script_to_trace(load_script(script), script))
         server = ReplayServer(
-            sources, host=host, port=port, chunking=chunking, rate=rate, faults=faults, seed=seed
+            sources,
+            host=host,
+            port=port,
+            chunking=chunking,
+            rate=rate,
+            faults=faults,
+            seed=seed,
+            strict=strict,
         )
     except (RawloopError, ValueError, OSError) as exc:
         sys.stderr.write(f"rawloop serve: error: {exc}\n")

@@ -1,6 +1,7 @@
 """Synthetic model answers from a small JSON script: ``rawloop serve --script turns.json``.
 
-A script lists the turns a fake model gives, in order::
+A script lists the turns a fake model gives, in order (the format:
+``rawloop.replay.script``)::
 
     {"dialect": "responses", "model": "gpt-5.5",
      "turns": [
@@ -28,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,98 +37,14 @@ from .._version import __version__
 from ..core.errors import ConfigurationError
 from ..trace.format import FORMAT, FORMAT_VERSION, Record, Trace, encode_chunk
 from .chunking import split_events
+from .script import check_turn, load_script, validate_script
 
 __all__ = ["load_script", "script_to_trace", "synthesize_turn", "validate_script"]
 
-_DIALECTS = ("responses", "chat")
-_TURN_KEYS = frozenset({"text", "calls", "usage", "error", "status", "retry_after"})
-_CALL_KEYS = frozenset({"name", "arguments", "call_id"})
 _BASE_TIME = 1_750_000_000  # a fixed "created" time: scripts are deterministic
 # Tokens-ish pieces: optional leading whitespace and up to five other characters.
 _PIECE = re.compile(r"\s*\S{1,5}|\s+")
 _ARG_PIECE = 7
-
-
-def load_script(path: str | Path) -> dict[str, Any]:
-    """Read and validate a script file (see the module docs)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read script {path}: {exc.strerror or exc}") from None
-    try:
-        script = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
-    return validate_script(script, str(path))
-
-
-def validate_script(script: Any, where: str = "script") -> dict[str, Any]:
-    """Check a script's shape; returns it with defaults filled in. Errors name the turn and key."""
-    if not isinstance(script, dict):
-        raise ConfigurationError(f"{where}: a script is a JSON object with 'turns'")
-    unknown = set(script) - {"dialect", "model", "turns"}
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    dialect = script.get("dialect", "responses")
-    if dialect not in _DIALECTS:
-        raise ConfigurationError(f"{where}: dialect must be 'responses' or 'chat', not {dialect!r}")
-    model = script.get("model", "gpt-5.5")
-    if not isinstance(model, str) or not model:
-        raise ConfigurationError(f"{where}: model must be a non-empty string")
-    turns = script.get("turns")
-    if not isinstance(turns, list) or not turns:
-        raise ConfigurationError(f"{where}: 'turns' must be a non-empty list")
-    for index, turn in enumerate(turns):
-        _check_turn(turn, f"{where}: turns[{index}]")
-    return {"dialect": dialect, "model": model, "turns": turns}
-
-
-def _check_turn(turn: Any, where: str) -> None:
-    if not isinstance(turn, dict):
-        raise ConfigurationError(f"{where} must be an object")
-    unknown = set(turn) - _TURN_KEYS
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    text = turn.get("text", "")
-    if not isinstance(text, str):
-        raise ConfigurationError(f"{where}.text must be a string")
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise ConfigurationError(f"{where}.text is not valid Unicode (a lone surrogate?)") from None
-    calls = turn.get("calls", [])
-    if not isinstance(calls, list):
-        raise ConfigurationError(f"{where}.calls must be a list")
-    for j, call in enumerate(calls):
-        at = f"{where}.calls[{j}]"
-        if not isinstance(call, dict):
-            raise ConfigurationError(f"{at} must be an object")
-        unknown = set(call) - _CALL_KEYS
-        if unknown:
-            raise ConfigurationError(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
-        if not isinstance(call.get("name"), str) or not call["name"]:
-            raise ConfigurationError(f"{at}.name must be a non-empty string")
-        arguments = call.get("arguments", {})
-        if not isinstance(arguments, (dict, str)):
-            raise ConfigurationError(f"{at}.arguments must be an object or a JSON string")
-        if "call_id" in call and not isinstance(call["call_id"], str):
-            raise ConfigurationError(f"{at}.call_id must be a string")
-    for key in ("usage", "error"):
-        if key in turn and not isinstance(turn[key], dict):
-            raise ConfigurationError(f"{where}.{key} must be an object")
-    status = turn.get("status")
-    if status is not None and (
-        not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599
-    ):
-        raise ConfigurationError(f"{where}.status must be an HTTP status (200-599)")
-    retry_after = turn.get("retry_after")
-    if retry_after is not None and (
-        not isinstance(retry_after, (int, float))
-        or isinstance(retry_after, bool)
-        or retry_after < 0
-    ):
-        raise ConfigurationError(f"{where}.retry_after must be a number of seconds")
 
 
 # -- ids ------------------------------------------------------------------------------
@@ -173,7 +89,7 @@ def synthesize_turn(turn_spec: Mapping[str, Any], dialect: str, model: str, inde
     (``{"error": {...}}``); any other gives the SSE stream of the dialect.
     ``index`` (the turn's position in the script) seeds the ids.
     """
-    _check_turn(dict(turn_spec), f"turn {index}")
+    check_turn(dict(turn_spec), f"turn {index}")
     status = turn_spec.get("status")
     if isinstance(status, int) and status >= 300:
         body: bytes = orjson.dumps({"error": _status_error(turn_spec, status)})

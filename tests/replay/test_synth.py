@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rawloop import ConfigurationError, Loop, RetryPolicy, SSEDecoder, parse_stream, tool
+from rawloop.loop.validate import problems
 from rawloop.replay.chunking import rechunk
+from rawloop.replay.script import SCRIPT_HELP
 from rawloop.replay.server import ReplayServer
 from rawloop.replay.synth import load_script, script_to_trace, synthesize_turn, validate_script
 
@@ -246,6 +248,66 @@ def test_a_script_becomes_a_trace_with_failed_turns_as_attempts() -> None:
 def test_bad_scripts_are_explained(script: Any, words: str) -> None:
     with pytest.raises(ConfigurationError, match=words):
         validate_script(script)
+
+
+# -- the published format: docs/script.schema.json ---------------------------------------------
+
+DOCS = Path(__file__).parents[2] / "docs"
+SCHEMA = orjson.loads((DOCS / "script.schema.json").read_bytes())
+
+
+def _help_example() -> Any:
+    """The example script ``rawloop serve --help`` shows."""
+    text = SCRIPT_HELP.split("is a JSON object:", 1)[1].split("\n\n  dialect", 1)[0]
+    return orjson.loads(text)
+
+
+def _bundled_scripts() -> list[tuple[str, Any]]:
+    found = [(p.name, orjson.loads(p.read_bytes())) for p in sorted(DOCS.glob("scripts/*.json"))]
+    return [*found, ("serve --help", _help_example()), ("this module", SCRIPT)]
+
+
+def test_there_are_bundled_scripts() -> None:
+    assert len(_bundled_scripts()) >= 4
+
+
+@pytest.mark.parametrize("name,script", _bundled_scripts(), ids=lambda v: str(v)[:20])
+def test_every_bundled_script_fits_the_schema_and_serves(name: str, script: Any) -> None:
+    assert problems(script, SCHEMA) == [], name
+    trace = script_to_trace(script, name)
+    assert len(trace.exchanges()) == len(script["turns"])
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        {"turns": [{"txt": "hi"}]},
+        {"turns": [{"calls": [{"name": "f", "args": {}}]}]},
+        {"turns": [{}], "modle": "x"},
+        {"turns": [{"calls": [{"arguments": {}}]}]},
+        {"turns": [{"status": "429"}]},
+        {"dialect": "soap", "turns": [{}]},
+        {"turns": [{"calls": [{"name": "f", "arguments": 3}]}]},
+        {"model": "m"},
+    ],
+)
+def test_the_schema_and_the_loader_refuse_the_same_scripts(script: Any) -> None:
+    assert problems(script, SCHEMA) != []
+    with pytest.raises(ConfigurationError):
+        validate_script(script)
+
+
+def test_an_unknown_key_is_answered_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        validate_script({"turns": [{"text": "hi", "retry-after": 1}]})
+    assert str(caught.value) == (
+        "script: turns[0]: unknown key(s) retry-after "
+        "(valid keys: text, calls, usage, error, status, retry_after)"
+    )
+    with pytest.raises(ConfigurationError, match=r"valid keys: name, arguments, call_id\)"):
+        validate_script({"turns": [{"calls": [{"name": "f", "args": {}}]}]})
+    with pytest.raises(ConfigurationError, match=r"valid keys: dialect, model, turns\)"):
+        validate_script({"turns": [{}], "modle": "x"})
 
 
 def test_load_script_reads_a_file(tmp_path: Path) -> None:
