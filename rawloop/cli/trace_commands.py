@@ -140,11 +140,18 @@ def _page(text: str) -> bool:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from ..trace.diff import DEFAULT_IGNORE, diff
+    from ..trace.diff import DEFAULT_IGNORE, WIRE_IGNORE, diff
 
     a, b = load_trace(args.a), load_trace(args.b)
-    ignore = () if args.no_default_ignore else DEFAULT_IGNORE
-    result = diff(a, b, ignore=(*ignore, *args.ignore), strict_chunks=args.strict_chunks)
+    ignore = () if args.no_default_ignore else WIRE_IGNORE if args.wire else DEFAULT_IGNORE
+    result = diff(
+        a,
+        b,
+        ignore=(*ignore, *args.ignore),
+        strict_chunks=args.strict_chunks,
+        wire=args.wire,
+        every=args.all,
+    )
     if args.html:
         from ..trace.html_diff import diff_page
 
@@ -197,10 +204,20 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser(
-        "diff", help="where two traces first differ (exit 0 equal, 1 different, 2 bad input)"
+        "diff",
+        help="where two runs differ in meaning (exit 0 equal, 1 different, 2 bad input)",
+        description="Compare two traces record by record. By default only what the runs asked "
+        "and got counts: timing, dates, request ids, header metadata and base URL, the host of "
+        "request URLs, transport headers and chunk boundaries are ignored (--wire compares them).",
     )
     p.add_argument("a", help="the first trace")
     p.add_argument("b", help="the second trace")
+    p.add_argument(
+        "--wire",
+        action="store_true",
+        help="compare as bytes on the wire: hosts, transport headers, timing, chunk boundaries",
+    )
+    p.add_argument("--all", action="store_true", help="list every difference, not just the first")
     p.add_argument(
         "--strict-chunks",
         action="store_true",
