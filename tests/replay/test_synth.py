@@ -16,11 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rawloop import ConfigurationError, Loop, RetryPolicy, SSEDecoder, parse_stream, tool
+from rawloop.core.assemble import assemble
+from rawloop.core.errors import StreamError
+from rawloop.core.parse import StreamParser
 from rawloop.loop.validate import problems
 from rawloop.replay.chunking import rechunk
+from rawloop.replay.faults import drop_final_blank_line
+from rawloop.replay.restream import restream
 from rawloop.replay.script import SCRIPT_HELP
 from rawloop.replay.server import ReplayServer
 from rawloop.replay.synth import load_script, script_to_trace, synthesize_turn, validate_script
+from rawloop.trace.format import Trace
 
 pytestmark = pytest.mark.anyio
 
@@ -403,3 +409,98 @@ async def test_the_openai_sdk_accepts_scripted_streams_and_previous_response_id(
             await client.responses.create(
                 model="scripted-model", previous_response_id=answer.id, input="and?"
             )
+
+
+# -- a recorded JSON answer, streamed: rawloop.replay.restream --------------------------------
+
+TRACES = sorted((Path(__file__).parents[2] / "traces").glob("*.jsonl"))
+
+
+def _answers() -> list[tuple[str, str, bytes]]:
+    """(name, dialect, recorded stream) of every successful answer in the bundled traces."""
+    out = []
+    for path in TRACES:
+        trace = Trace.load(path)
+        for exchange in trace.exchanges():
+            if exchange.response and exchange.response["status"] == 200 and not exchange.error:
+                name = f"{path.stem}-{exchange.iteration}-{exchange.attempt}"
+                out.append((name, trace.dialect, exchange.body))
+    return out
+
+
+def _summary(turn: Any) -> Any:
+    calls = [(c.call_id, c.name, c.arguments, c.item_id) for c in turn.calls]
+    return (turn.response_id, turn.text, calls, turn.usage, turn.status, turn.finish_reason)
+
+
+def _parse(dialect: str, chunks: list[bytes]) -> Any:
+    parser = StreamParser(dialect)
+    for chunk in chunks:
+        parser.feed(chunk)
+    return parser.close()
+
+
+@pytest.mark.parametrize("name,dialect,body", _answers(), ids=lambda v: str(v)[:24])
+def test_a_json_answer_restreams_to_the_turn_of_the_recorded_stream(
+    name: str, dialect: str, body: bytes
+) -> None:
+    _, payload = assemble(body, dialect)
+    streamed = restream(payload, dialect, include_usage=True)
+    assert _summary(_parse(dialect, [streamed])) == _summary(_parse(dialect, [body])), name
+    events = [orjson.loads(e.data) for e in SSEDecoder().feed(streamed) if e.data != "[DONE]"]
+    if dialect == "responses":
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert events[-1]["response"] == payload  # the recorded object, as the last event
+        added = [e["item"]["id"] for e in events if e["type"] == "response.output_item.added"]
+        assert added == [item["id"] for item in payload["output"]]
+    else:
+        assert {e["id"] for e in events} == {payload["id"]}
+        assert streamed.endswith(b"data: [DONE]\n\n")
+        without = restream(payload, dialect)
+        assert b'"usage":{' in streamed and b'"usage"' not in without  # only when asked
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_restreamed_answer_parses_the_same_however_it_is_cut(data: st.DataObject) -> None:
+    name, dialect, body = data.draw(st.sampled_from(_answers()), label="answer")
+    streamed = restream(assemble(body, dialect)[1], dialect, include_usage=True)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(streamed) - 1), max_size=40)))
+    chunks = [streamed[a:b] for a, b in zip([0, *cuts], [*cuts, len(streamed)])]
+    assert _summary(_parse(dialect, chunks)) == _summary(_parse(dialect, [streamed])), name
+
+
+def test_restream_refuses_what_is_not_an_answer() -> None:
+    with pytest.raises(StreamError, match="not a Responses API response"):
+        restream({"object": "list"}, "responses")
+    with pytest.raises(StreamError, match="no choices"):
+        restream([], "chat")
+
+
+# -- hostile chunking keeps every event; dropping the last blank line is a fault -----------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(answer=st.sampled_from(_answers()), seed=st.integers(0, 2**32 - 1))
+def test_hostile_chunking_loses_no_event(answer: tuple[str, str, bytes], seed: int) -> None:
+    _, _, body = answer
+    decoder = SSEDecoder()
+    events = [e for chunk in rechunk([body], "hostile", seed=seed) for e in decoder.feed(chunk)]
+    # No close(): a last event without its blank line would be discarded here.
+    assert [e.data for e in events] == [e.data for e in SSEDecoder().feed(body)]
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (b"data: 1\n\ndata: 2\n\n", b"data: 1\n\ndata: 2\n"),
+        (b"data: 1\r\n\r\n", b"data: 1\r\n"),
+        (b"data: 1\r\r", b"data: 1\r"),
+        (b"data: 1\r\n", b"data: 1\r\n"),  # no blank line to drop: one CRLF is one line end
+        (b"data: 1", b"data: 1"),
+        (b"", b""),
+    ],
+)
+def test_drop_final_blank_line(body: bytes, expected: bytes) -> None:
+    assert drop_final_blank_line(body) == expected
+    assert drop_final_blank_line(expected) == expected
