@@ -213,7 +213,7 @@ def test_other_calls_are_skipped_and_listed(tmp_path: Path) -> None:
     with pytest.warns(CassetteImportWarning) as caught:
         trace = import_file(path)
     message = str(caught[0].message)
-    assert "skipped 6 interaction(s)" in message
+    assert "skipped 6 interactions" in message
     for expected in (
         "#0 GET https://api.openai.com/v1/models (not a POST)",
         "#1 POST https://api.openai.com/v1/responses (not streamed: the response is "
@@ -326,11 +326,11 @@ def test_the_command_writes_prints_and_checks(tmp_path: Path) -> None:
     target = tmp_path / "chat.jsonl"
     assert command(CHAT_HAR, target, check=True, out=out, err=err) == 0
     assert out.getvalue().splitlines() == [
-        f"wrote {target}: 2 chat call(s) from {CHAT_HAR} (interactions 0, 2), one chunk each",
+        f"wrote {target}: 2 chat calls from {CHAT_HAR} (interactions 0, 2), one chunk each",
         "replay of the imported trace: identical: 2 iterations replayed, every request "
         "matched the recording",
     ]
-    assert err.getvalue().startswith("rawloop: warning: skipped 1 interaction(s)")
+    assert err.getvalue().startswith("rawloop: warning: skipped 1 interaction that")
     assert Trace.load(target).dialect == "chat"
 
     out, err = io.StringIO(), io.StringIO()
