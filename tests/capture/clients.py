@@ -85,10 +85,11 @@ class Outcome:
 
 @dataclass
 class Client:
-    """One customer client: the dialect it speaks and its code, given a base URL."""
+    """One customer client: the dialect it speaks, whether it streams, its code given a base URL."""
 
     name: str
     dialect: str
+    streams: bool
     run: Callable[[str], Awaitable[Outcome]]
     node: bool = False
 
@@ -239,7 +240,7 @@ async def _openai_chat(base_url: str) -> Outcome:
 # -- openai-agents ------------------------------------------------------------------------
 
 
-async def _agents(base_url: str, streamed: bool) -> Outcome:
+async def _agents(base_url: str, streamed: bool, previous_id: bool = False) -> Outcome:
     import openai
     from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 
@@ -262,12 +263,15 @@ async def _agents(base_url: str, streamed: bool) -> Outcome:
     )
     async with client:
         if streamed:
-            streaming = Runner.run_streamed(agent, PROMPT, max_turns=4)
+            streaming = Runner.run_streamed(
+                agent, PROMPT, max_turns=4, auto_previous_response_id=previous_id
+            )
             async for _event in streaming.stream_events():
                 pass
             final = streaming.final_output
         else:
-            final = (await Runner.run(agent, PROMPT, max_turns=4)).final_output
+            run = Runner.run(agent, PROMPT, max_turns=4, auto_previous_response_id=previous_id)
+            final = (await run).final_output
     outcome.text = str(final)
     return outcome
 
@@ -423,17 +427,35 @@ CLIENTS: dict[str, Client] = {
     c.name: c
     for c in (
         Client(
-            "openai-responses-stream", "responses", lambda u: _openai_responses(u, "create-stream")
+            "openai-responses-stream",
+            "responses",
+            True,
+            lambda u: _openai_responses(u, "create-stream"),
         ),
-        Client("openai-responses-create", "responses", lambda u: _openai_responses(u, "create")),
-        Client("openai-responses-helper", "responses", lambda u: _openai_responses(u, "helper")),
-        Client("openai-chat-stream", "chat", _openai_chat),
-        Client("agents-run", "responses", lambda u: _agents(u, streamed=False)),
-        Client("agents-run-streamed", "responses", lambda u: _agents(u, streamed=True)),
-        Client("pydantic-ai-run", "responses", lambda u: _pydantic_ai(u, streamed=False)),
-        Client("pydantic-ai-run-stream", "responses", lambda u: _pydantic_ai(u, streamed=True)),
-        Client("node-responses-stream", "responses", lambda u: _node(u, "create-stream"), True),
-        Client("node-responses-helper", "responses", lambda u: _node(u, "helper"), True),
+        Client(
+            "openai-responses-create", "responses", False, lambda u: _openai_responses(u, "create")
+        ),
+        Client(
+            "openai-responses-helper", "responses", True, lambda u: _openai_responses(u, "helper")
+        ),
+        Client("openai-chat-stream", "chat", True, _openai_chat),
+        Client("agents-run", "responses", False, lambda u: _agents(u, streamed=False)),
+        Client("agents-run-streamed", "responses", True, lambda u: _agents(u, streamed=True)),
+        # The follow-up sends only the tool output and the id of the answer it follows.
+        Client(
+            "agents-run-previous-id",
+            "responses",
+            False,
+            lambda u: _agents(u, streamed=False, previous_id=True),
+        ),
+        Client("pydantic-ai-run", "responses", False, lambda u: _pydantic_ai(u, streamed=False)),
+        Client(
+            "pydantic-ai-run-stream", "responses", True, lambda u: _pydantic_ai(u, streamed=True)
+        ),
+        Client(
+            "node-responses-stream", "responses", True, lambda u: _node(u, "create-stream"), True
+        ),
+        Client("node-responses-helper", "responses", True, lambda u: _node(u, "helper"), True),
     )
 }
 

@@ -69,8 +69,8 @@ async def test_a_python_client_is_served_its_own_capture_strictly(
 ) -> None:
     trace = await _captured_then_served(name, tmp_path)
     # The capture holds what the client asked for: a stream, or not.
-    streamed = not name.endswith(("-create", "agents-run", "pydantic-ai-run"))
-    assert _stream_flags(trace) == [streamed, streamed]
+    streams = CLIENTS[name].streams
+    assert _stream_flags(trace) == [streams, streams]
 
 
 @needs_node
@@ -107,6 +107,19 @@ async def test_a_python_capture_serves_the_node_clients(tmp_path: Path) -> None:
             served, server = await run_against(name, trace, strict=True, chunking="hostile")
             assert served == RECORDED, name
             assert server.divergences == []
+
+
+async def test_a_follow_up_by_previous_response_id_gets_the_next_recorded_answer(
+    tmp_path: Path,
+) -> None:
+    # Recorded with the whole conversation in each request; replayed by an agent that
+    # sends only the tool output and previous_response_id. Without strict it is served
+    # (with the differences reported), iteration by iteration: no MaxTurnsExceeded.
+    trace, _ = await capture("openai-responses-create", tmp_path)
+    served, server = await run_against("agents-run-previous-id", trace)
+    assert served == RECORDED
+    assert [d.iteration for d in server.divergences] == [0, 1]
+    assert server.divergences[1].path.startswith(("input", "previous_response_id"))
 
 
 async def test_a_client_that_asks_something_else_is_refused_strictly(tmp_path: Path) -> None:
