@@ -13,6 +13,7 @@ the session's recording. The engine that runs the loop and pauses it is
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,10 @@ from .edits import apply_patch, path_patch, plain_json, state_document
 from .errors import StepError
 from .session import Attempt, Departure, SessionRecorder
 
-__all__ = ["StateAccess"]
+__all__ = ["SAVED_FORK", "StateAccess"]
+
+#: The stop reason of a trace saved at a breakpoint, before its run ended.
+SAVED_FORK = "saved-fork"
 
 
 class StateAccess:
@@ -45,6 +49,7 @@ class StateAccess:
     recorder: SessionRecorder
     _run: LoopRun | None
     _snapshot: Any
+    _started: float  # time.monotonic() when the run started
     _recorded: dict[int, Any]  # iteration -> the request body it sent first
 
     @property
@@ -189,22 +194,42 @@ class StateAccess:
     # -- saving ------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> int:
-        """Write the run so far as a trace (with this breakpoint's edits); returns its records."""
+        """Write the run so far as a trace (with this breakpoint's edits); returns its records.
+
+        Saved before the run ended, the trace is a fork: it ends with an ``end``
+        record of stop reason ``saved-fork`` at this breakpoint (so it reads as
+        saved, not as a crash, and a replay stops at the same place).
+        """
         if self._run is None:
             raise StepError("nothing to save: the run has not started")
         data = self.recording.read_bytes() if self.recording.exists() else b""
-        if not data:
-            raise StepError("nothing recorded yet")
+        if not data or not self.attempts:
+            raise StepError(
+                "nothing to save yet: no request has been sent (a trace needs one; go on with n)"
+            )
         pending = self.pending_edits()  # only while paused: the run has not recorded them yet
         if pending:
             iteration = self.state.iteration
             record = {"kind": "edit", "iteration": iteration, "patch": self.recorder.ops(pending)}
             data += orjson.dumps(self.recorder.redactor.strings(record)) + b"\n"
+        if not self.ended:
+            data += orjson.dumps(self._fork_end()) + b"\n"
         records = data.count(b"\n") - 1  # every line but the header
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(gzip.compress(data) if target.suffix == ".gz" else data)
         return records
+
+    def _fork_end(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "kind": "end",
+            "stop_reason": SAVED_FORK,
+            "iterations": state.iteration,
+            "usage": dict(state.usage),
+            "duration": round(time.monotonic() - self._started, 6),
+            "error": None,
+        }
 
     def _require_paused(self, what: str) -> None:
         if self._run is None:

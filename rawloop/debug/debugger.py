@@ -55,6 +55,7 @@ import contextlib
 import queue
 import shutil
 import tempfile
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -259,6 +260,7 @@ class Debugger(Departing):
             raise StepError("the run has already started")
         # Made here, so a loop that cannot run (no API key...) fails before any thread starts.
         self._run = self.loop.iter(self.input, hooks=self._hooks)
+        self._started = time.monotonic()
         if self.trace is not None:
             # "ignore" answers diverged requests anyway; the warning is ours to report.
             self._warnings = contextlib.ExitStack()

@@ -57,6 +57,8 @@ class Departing(StateAccess):
         """Change what the run does once an edit takes it off the recording (replay only)."""
         if self.trace is None:
             raise StepError("after-edit is for replays; a live run has no recording to leave")
+        if self.ended:
+            raise StepError(f"cannot change after-edit: the run has ended ({self.end_reason})")
         if self.departure is not None:
             raise StepError(
                 f"the run left the recording at iteration {self.departure.iteration} "
@@ -75,8 +77,8 @@ class Departing(StateAccess):
         if self.after_edit == "stop":
             state.stop(LEFT_RECORDING)
             self.progress(
-                "--after-edit stop: the run ends here, before sending it "
-                "(save it with save FILE; --after-edit live|ignore goes on)"
+                "after-edit stop: the run ends here, before sending it (save it with "
+                "save FILE; after-edit ignore or live, set before going on, sends it instead)"
             )
         elif self.after_edit == "live":
             assert self.live_base_url is not None and self._switch is not None
@@ -85,14 +87,14 @@ class Departing(StateAccess):
             self.loop.retry_policy = RetryPolicy()
             self.loop.max_iterations = max(self.loop.max_iterations, self.live_max_iterations)
             self.progress(
-                f"--after-edit live: going on against {self.live_base_url} "
+                f"after-edit live: going on against {self.live_base_url} "
                 f"(at most {self.loop.max_iterations} requests)"
             )
         else:
             assert self._switch is not None
             self._switch.ignore_divergence()
             self.progress(
-                "--after-edit ignore: going on with the recorded responses "
+                "after-edit ignore: going on with the recorded responses "
                 "(they answer the recorded requests, not the edited ones)"
             )
 

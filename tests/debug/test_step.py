@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from rawloop import Loop
 from rawloop.cli.main import main
 from rawloop.core.jsonpath import PathError, display, locate, parse, pointer, split_path
-from rawloop.debug.console import _output_text
 from rawloop.debug.debugger import Debugger, StepError, parse_condition
+from rawloop.debug.shell import _output_text
 from rawloop.replay.replayer import replay
 from rawloop.replay.scripted import Reply, ScriptedAPI
 from rawloop.trace.format import Trace
@@ -427,7 +427,11 @@ def test_saving_mid_run_includes_the_edits_made_here(tmp_path: Path) -> None:
         dbg.cont()
     trace = Trace.load(tmp_path / "mid.jsonl.gz")
     assert trace.edits() == {1: [{"op": "replace", "path": "/results/0/output", "value": "42"}]}
-    assert trace.end() is None  # the run so far
+    # The run so far, marked as a fork saved at iteration 1 (not cut short like a crash).
+    end = trace.end()
+    assert end is not None
+    assert (end["stop_reason"], end["iterations"], end["error"]) == ("saved-fork", 1, None)
+    assert end["usage"]["requests"] == 1
     assert replays_identically(tmp_path / "mid.jsonl.gz")
 
 
@@ -471,10 +475,11 @@ def test_after_edit_stop_ends_the_run_before_sending(
     assert code == 0
     assert (
         'the next request differs from the recorded one at input[2].output (recorded "2869461", '
-        'now "42"): going on ends the run here (--after-edit stop)'
+        'now "42"): going on ends the run here (after-edit stop); '
+        "change it with: after-edit stop|live|ignore"
     ) in out
     assert "the run has left the recording at iteration 1" in out
-    assert "--after-edit stop: the run ends here, before sending it" in out
+    assert "after-edit stop: the run ends here, before sending it" in out
     assert "the run ended: left-recording after 1 iteration" in out
     trace = Trace.load(saved)
     assert len(trace.exchanges()) == 1  # the edited request was never sent
@@ -498,11 +503,11 @@ def test_after_edit_ignore_answers_from_the_recording(
         monkeypatch, capsys, "n\nresult 0 42\nc\n", ROUNDTRIP, "--after-edit", "ignore"
     )
     assert code == 0
-    assert "--after-edit ignore: going on with the recorded responses" in out
+    assert "after-edit ignore: going on with the recorded responses" in out
     assert "iteration 1: edited (replace /results/0/output)" in out
     assert "the run ended: completed after 2 iterations" in out
     assert (
-        "left the recording at iteration 1 (input[2].output), --after-edit ignore: 1 request" in out
+        "left the recording at iteration 1 (input[2].output), after-edit ignore: 1 request" in out
     )
 
 
@@ -567,8 +572,8 @@ def test_after_edit_live_goes_on_against_the_base_url(
         script = f"n\nresult {CALL} 42\nc\nsave {saved}\n"
         code, out = step(monkeypatch, capsys, script, ROUNDTRIP, "--base-url", api.url)
     assert code == 0, out
-    assert f"going on sends it to {api.url} (--after-edit live)" in out
-    assert f"--after-edit live: going on against {api.url} (at most 10 requests)" in out
+    assert f"going on sends it to {api.url} (after-edit live)" in out
+    assert f"after-edit live: going on against {api.url} (at most 10 requests)" in out
     assert "the run ended: completed after 2 iterations" in out
     assert api.paths == ["/v1/responses"]
     assert api.requests[0]["input"][2] == {
@@ -635,7 +640,11 @@ def test_live_without_a_handler_tells_the_model_and_the_user(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope.jsonl"], "cannot read trace"),
+        (["nope.jsonl"], "no trace file 'nope.jsonl'"),
+        (
+            ["What is 2+2?"],
+            "to send it as a prompt, run it live: rawloop step --live --model MODEL 'What is 2+2?'",
+        ),
         ([], "give a trace to step through, or --live"),
         ([ROUNDTRIP, "--model", "x"], "--model only go with --live"),
         ([ROUNDTRIP, "--break", "tool"], "'tool' needs a tool name"),
@@ -691,7 +700,11 @@ def test_a_run_that_fails_exits_2(
     )
     code, out = step(monkeypatch, capsys, "c\nwhere\n", ROUNDTRIP, "--hook", str(hook))
     assert code == 2
-    assert "the run failed: ReplayDivergence: iteration 1: the request differs" in out
+    # Which value is the recording's, not "<missing> != 2".
+    assert (
+        "the run failed: ReplayDivergence: iteration 1: the request differs from the recording "
+        "at temperature (recorded nothing, now 2)"
+    ) in out
 
 
 # -- from Python -------------------------------------------------------------------------------------
@@ -904,6 +917,12 @@ def test_a_real_terminal(terminal: tuple[int, subprocess.Popen[bytes]]) -> None:
     os.write(fd, b"where\n")
     shown = _read_until(fd, b"(rawloop 0) ", buffer)
     assert b"iteration 0 (request 1 of at most 2) | model gpt-5.5" in shown
+    os.write(fd, b"b tool multiply\n")
+    _read_until(fd, b"(rawloop 0) ", buffer)
+    os.write(fd, b"clear\n")
+    _read_until(fd, b"Clear all 1 breakpoint? (y/n) ", buffer)  # asked at the terminal
+    os.write(fd, b"y\n")
+    assert b"cleared 1 breakpoint" in _read_until(fd, b"(rawloop 0) ", buffer)
     os.write(fd, b"c\n")
     ended = _read_until(fd, b"(rawloop end) ", buffer)
     assert b"the run ended: completed after 2 iterations" in ended
