@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+import orjson
+
 from ..core.errors import RawloopError
 from .sessions import DEFAULT_SESSION, check_name
 
@@ -58,6 +60,8 @@ __all__ = [
     "SessionStore",
     "StoreError",
     "StoredTurn",
+    "check_limits",
+    "dispatch_from_row",
 ]
 
 #: Seconds a claimed dispatch or a session lock stays held without renewal.
@@ -301,3 +305,54 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def dispatch(self, dispatch_id: str) -> Dispatch | None:
         """The dispatch, or ``None`` when there is no such id."""
+
+
+# -- for implementations -----------------------------------------------------------
+
+
+def check_limits(limits: SessionLimits, key: SessionKey, turns: int, size: int, add: int) -> None:
+    """Raise ``SessionFull`` when a turn of ``add`` bytes would pass ``limits``.
+
+    ``turns`` and ``size`` are what the session holds before the turn.
+    """
+    if turns + 1 > limits.max_turns:
+        raise SessionFull(f"session {key} has {turns} turns, the most it may hold")
+    if size + add > limits.max_bytes:
+        raise SessionFull(
+            f"session {key} holds {size} bytes; a turn of {add} bytes would pass its "
+            f"limit of {limits.max_bytes}"
+        )
+
+
+#: The dispatch columns in the order ``dispatch_from_row`` reads them.
+DISPATCH_COLUMNS = (
+    "dispatch_id, agent, id, session, input, proxy_url, needs_token, idempotency_key, metadata, "
+    "status, accepted_at, attempts, worker, lease_until, started_at, finished_at, result, error"
+)
+
+
+def dispatch_from_row(row: Sequence[Any]) -> Dispatch:
+    """A ``Dispatch`` from a row of ``DISPATCH_COLUMNS`` (JSON columns as orjson bytes)."""
+    request = DispatchRequest(
+        agent=row[1],
+        id=row[2],
+        session=row[3],
+        input=orjson.loads(row[4]),
+        proxy_url=row[5],
+        needs_token=bool(row[6]),
+        idempotency_key=row[7],
+        metadata=orjson.loads(row[8]),
+    )
+    return Dispatch(
+        dispatch_id=row[0],
+        request=request,
+        status=row[9],
+        accepted_at=float(row[10]),
+        attempts=int(row[11]),
+        worker=row[12],
+        lease_until=row[13],
+        started_at=row[14],
+        finished_at=row[15],
+        result=orjson.loads(row[16]) if row[16] is not None else None,
+        error=orjson.loads(row[17]) if row[17] is not None else None,
+    )

@@ -35,16 +35,18 @@ import orjson
 
 from .store import (
     DEFAULT_LEASE,
+    DISPATCH_COLUMNS,
     Dispatch,
     DispatchRequest,
     NewTurn,
-    SessionFull,
     SessionInfo,
     SessionKey,
     SessionLimits,
     SessionStore,
     StoredTurn,
     StoreError,
+    check_limits,
+    dispatch_from_row,
 )
 
 if TYPE_CHECKING:
@@ -97,11 +99,6 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _MIGRATION_LOCK = 0x7261776C6F6F70  # "rawloop"
 
 _NOW = "extract(epoch from clock_timestamp())"
-
-_DISPATCH_COLUMNS = (
-    "dispatch_id, agent, id, session, input, proxy_url, needs_token, idempotency_key, metadata, "
-    "status, accepted_at, attempts, worker, lease_until, started_at, finished_at, result, error"
-)
 
 
 def is_postgres_url(target: str) -> bool:
@@ -243,36 +240,30 @@ class PostgresStore(SessionStore):
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> StoredTurn:
             async with conn.transaction():
-                now = await _now(conn)
-                # The session row exists before it is locked: two first turns queue on it.
-                await conn.execute(
-                    "INSERT INTO rawloop_sessions VALUES (%s,%s,%s,0,0,%s,%s) "
-                    "ON CONFLICT (agent, id, name) DO NOTHING",
-                    (*ident, now, now),
-                )
+                # One upsert counts the turn and locks the session row until the
+                # commit: two processes appending to one session queue here.
                 cursor = await conn.execute(
-                    "SELECT turns, size FROM rawloop_sessions "
-                    "WHERE agent=%s AND id=%s AND name=%s FOR UPDATE",
-                    ident,
+                    "INSERT INTO rawloop_sessions AS s "
+                    f"VALUES (%s,%s,%s,1,%s,{_NOW},{_NOW}) ON CONFLICT (agent, id, name) "
+                    "DO UPDATE SET turns=s.turns+1, size=s.size+excluded.size, "
+                    "updated_at=excluded.updated_at RETURNING s.turns, s.size, s.updated_at",
+                    (*ident, size),
                 )
-                count, total = await _one(cursor)
-                _check_limits(self.limits, key, int(count), int(total), size)
+                count, total, now = await _one(cursor)
+                index = int(count) - 1
+                # Raising here rolls the count back with the transaction.
+                check_limits(self.limits, key, index, int(total) - size, size)
                 await conn.execute(
                     "INSERT INTO rawloop_turns VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (*ident, count, items, records, metadata, now, size),
-                )
-                await conn.execute(
-                    "UPDATE rawloop_sessions SET turns=turns+1, size=size+%s, updated_at=%s "
-                    "WHERE agent=%s AND id=%s AND name=%s",
-                    (size, now, *ident),
+                    (*ident, index, items, records, metadata, now, size),
                 )
             return StoredTurn(
                 key,
-                int(count),
+                index,
                 orjson.loads(items),
                 orjson.loads(records),
                 orjson.loads(metadata),
-                now,
+                float(now),
                 size,
             )
 
@@ -286,6 +277,7 @@ class PostgresStore(SessionStore):
                 "SELECT idx, items, records, metadata, created_at, size FROM rawloop_turns "
                 "WHERE agent=%s AND id=%s AND name=%s AND idx>=%s AND idx<%s ORDER BY idx",
                 (key.agent, key.id, key.name, start, stop if stop is not None else 2**31 - 1),
+                binary=True,  # bytea as bytes, not hex text
             )
             return [
                 StoredTurn(
@@ -299,6 +291,18 @@ class PostgresStore(SessionStore):
                 )
                 for r in await cursor.fetchall()
             ]
+
+        return await self._call(work)
+
+    async def history(self, key: SessionKey) -> list[dict[str, Any]]:
+        # What every turn reads first: only the items, not the trace records.
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+            cursor = await conn.execute(
+                "SELECT items FROM rawloop_turns WHERE agent=%s AND id=%s AND name=%s ORDER BY idx",
+                (key.agent, key.id, key.name),
+                binary=True,
+            )
+            return [item for (items,) in await cursor.fetchall() for item in orjson.loads(items)]
 
         return await self._call(work)
 
@@ -408,18 +412,18 @@ class PostgresStore(SessionStore):
                 "proxy_url, needs_token, idempotency_key, metadata, status, accepted_at, attempts) "
                 f"VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,'queued',{_NOW},0) "
                 "ON CONFLICT (agent, id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-                f"DO NOTHING RETURNING {_DISPATCH_COLUMNS}",
+                f"DO NOTHING RETURNING {DISPATCH_COLUMNS}",
                 values,
             )
             row = await cursor.fetchone()
             if row is not None:
-                return _dispatch(row), True
+                return dispatch_from_row(row), True
             cursor = await conn.execute(
-                f"SELECT {_DISPATCH_COLUMNS} FROM rawloop_dispatches "
+                f"SELECT {DISPATCH_COLUMNS} FROM rawloop_dispatches "
                 "WHERE agent=%s AND id=%s AND idempotency_key=%s",
                 (request.agent, request.id, request.idempotency_key),
             )
-            return _dispatch(await _one(cursor)), False
+            return dispatch_from_row(await _one(cursor)), False
 
         return await self._call(work)
 
@@ -432,11 +436,11 @@ class PostgresStore(SessionStore):
                 "WHERE dispatch_id = (SELECT dispatch_id FROM rawloop_dispatches "
                 f"WHERE status='queued' OR (status='running' AND lease_until <= {_NOW}) "
                 "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_DISPATCH_COLUMNS}",
+                f"RETURNING {DISPATCH_COLUMNS}",
                 (worker, lease),
             )
             row = await cursor.fetchone()
-            return _dispatch(row) if row is not None else None
+            return dispatch_from_row(row) if row is not None else None
 
         return await self._call(work)
 
@@ -471,21 +475,17 @@ class PostgresStore(SessionStore):
     async def dispatch(self, dispatch_id: str) -> Dispatch | None:
         async def work(conn: psycopg.AsyncConnection[Any]) -> Dispatch | None:
             cursor = await conn.execute(
-                f"SELECT {_DISPATCH_COLUMNS} FROM rawloop_dispatches WHERE dispatch_id=%s",
+                f"SELECT {DISPATCH_COLUMNS} FROM rawloop_dispatches WHERE dispatch_id=%s",
                 (dispatch_id,),
             )
             row = await cursor.fetchone()
-            return _dispatch(row) if row is not None else None
+            return dispatch_from_row(row) if row is not None else None
 
         return await self._call(work)
 
 
 async def _noop() -> None:
     return None
-
-
-async def _now(conn: psycopg.AsyncConnection[Any]) -> float:
-    return float((await _one(await conn.execute(f"SELECT {_NOW}")))[0])
 
 
 async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
@@ -498,39 +498,3 @@ async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
 def _message(exc: BaseException) -> str:
     # A libpq message can quote the connection string; never the password.
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _check_limits(limits: SessionLimits, key: SessionKey, turns: int, size: int, add: int) -> None:
-    if turns + 1 > limits.max_turns:
-        raise SessionFull(f"session {key} has {turns} turns, the most it may hold")
-    if size + add > limits.max_bytes:
-        raise SessionFull(
-            f"session {key} holds {size} bytes; a turn of {add} bytes would pass its "
-            f"limit of {limits.max_bytes}"
-        )
-
-
-def _dispatch(row: Sequence[Any]) -> Dispatch:
-    request = DispatchRequest(
-        agent=row[1],
-        id=row[2],
-        session=row[3],
-        input=orjson.loads(row[4]),
-        proxy_url=row[5],
-        needs_token=bool(row[6]),
-        idempotency_key=row[7],
-        metadata=orjson.loads(row[8]),
-    )
-    return Dispatch(
-        dispatch_id=row[0],
-        request=request,
-        status=row[9],
-        accepted_at=float(row[10]),
-        attempts=int(row[11]),
-        worker=row[12],
-        lease_until=row[13],
-        started_at=row[14],
-        finished_at=row[15],
-        result=orjson.loads(row[16]) if row[16] is not None else None,
-        error=orjson.loads(row[17]) if row[17] is not None else None,
-    )

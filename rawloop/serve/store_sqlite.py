@@ -31,16 +31,18 @@ import orjson
 
 from .store import (
     DEFAULT_LEASE,
+    DISPATCH_COLUMNS,
     Dispatch,
     DispatchRequest,
     NewTurn,
-    SessionFull,
     SessionInfo,
     SessionKey,
     SessionLimits,
     SessionStore,
     StoredTurn,
     StoreError,
+    check_limits,
+    dispatch_from_row,
 )
 
 __all__ = ["SQLiteStore", "default_store_path"]
@@ -79,11 +81,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS dispatches_idempotency
     ON dispatches (agent, id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dispatches_claimable ON dispatches (status, seq);
 """
-
-_DISPATCH_COLUMNS = (
-    "dispatch_id, agent, id, session, input, proxy_url, needs_token, idempotency_key, metadata, "
-    "status, accepted_at, attempts, worker, lease_until, started_at, finished_at, result, error"
-)
 
 
 def default_store_path() -> Path:
@@ -185,7 +182,7 @@ class SQLiteStore(SessionStore):
                     (key.agent, key.id, key.name),
                 ).fetchone()
                 count, total = (row[0], row[1]) if row else (0, 0)
-                _check_limits(self.limits, key, count, total, size)
+                check_limits(self.limits, key, count, total, size)
                 db.execute(
                     "INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?)",
                     (key.agent, key.id, key.name, count, items, records, metadata, now, size),
@@ -345,12 +342,12 @@ class SQLiteStore(SessionStore):
             with _transaction(db):
                 if request.idempotency_key is not None:
                     row = db.execute(
-                        f"SELECT {_DISPATCH_COLUMNS} FROM dispatches "
+                        f"SELECT {DISPATCH_COLUMNS} FROM dispatches "
                         "WHERE agent=? AND id=? AND idempotency_key=?",
                         (request.agent, request.id, request.idempotency_key),
                     ).fetchone()
                     if row is not None:
-                        return _dispatch(row), False
+                        return dispatch_from_row(row), False
                 db.execute(
                     "INSERT INTO dispatches (dispatch_id, agent, id, session, input, proxy_url, "
                     "needs_token, idempotency_key, metadata, status, accepted_at, attempts) "
@@ -414,9 +411,9 @@ class SQLiteStore(SessionStore):
     async def dispatch(self, dispatch_id: str) -> Dispatch | None:
         def work(db: sqlite3.Connection) -> Dispatch | None:
             row = db.execute(
-                f"SELECT {_DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id=?", (dispatch_id,)
+                f"SELECT {DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id=?", (dispatch_id,)
             ).fetchone()
-            return _dispatch(row) if row is not None else None
+            return dispatch_from_row(row) if row is not None else None
 
         return await self._call(work)
 
@@ -434,44 +431,8 @@ class _transaction:
         self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
 
 
-def _check_limits(limits: SessionLimits, key: SessionKey, turns: int, size: int, add: int) -> None:
-    if turns + 1 > limits.max_turns:
-        raise SessionFull(f"session {key} has {turns} turns, the most it may hold")
-    if size + add > limits.max_bytes:
-        raise SessionFull(
-            f"session {key} holds {size} bytes; a turn of {add} bytes would pass its "
-            f"limit of {limits.max_bytes}"
-        )
-
-
 def _select(db: sqlite3.Connection, dispatch_id: str) -> Dispatch:
     row = db.execute(
-        f"SELECT {_DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id=?", (dispatch_id,)
+        f"SELECT {DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id=?", (dispatch_id,)
     ).fetchone()
-    return _dispatch(row)
-
-
-def _dispatch(row: tuple[Any, ...]) -> Dispatch:
-    request = DispatchRequest(
-        agent=row[1],
-        id=row[2],
-        session=row[3],
-        input=orjson.loads(row[4]),
-        proxy_url=row[5],
-        needs_token=bool(row[6]),
-        idempotency_key=row[7],
-        metadata=orjson.loads(row[8]),
-    )
-    return Dispatch(
-        dispatch_id=row[0],
-        request=request,
-        status=row[9],
-        accepted_at=row[10],
-        attempts=int(row[11]),
-        worker=row[12],
-        lease_until=row[13],
-        started_at=row[14],
-        finished_at=row[15],
-        result=orjson.loads(row[16]) if row[16] is not None else None,
-        error=orjson.loads(row[17]) if row[17] is not None else None,
-    )
+    return dispatch_from_row(row)
