@@ -161,6 +161,23 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0 if result.equal else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..trace.export import to_har, to_otlp
+
+    if not (args.har or args.otlp):
+        raise ConfigurationError("export: say where: --har OUT.har and/or --otlp OUT.json")
+    trace = load_trace(args.trace)
+    warn_about(trace)
+    if args.har:
+        Path(args.har).write_bytes(orjson.dumps(to_har(trace), option=orjson.OPT_INDENT_2))
+        sys.stderr.write(f"rawloop: wrote {args.har}\n")
+    if args.otlp:
+        document = to_otlp(trace, content=args.content)
+        Path(args.otlp).write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        sys.stderr.write(f"rawloop: wrote {args.otlp}\n")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Add this module's subcommands to ``sub`` (an argparse subparsers object)."""
     p = sub.add_parser("parse", help="parse a raw SSE response body and print its turn")
@@ -240,3 +257,22 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("-o", "--output", metavar="FILE", help="where --html writes the page")
     p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser(
+        "export", help="write a trace as HAR 1.2 (DevTools, HAR viewers) or OTLP JSON spans"
+    )
+    p.add_argument("trace", help="a trace file (.jsonl or .jsonl.gz)")
+    p.add_argument(
+        "--har", metavar="OUT.har", help="one HAR entry per HTTP attempt, SSE body whole"
+    )
+    p.add_argument(
+        "--otlp",
+        metavar="OUT.json",
+        help="OTLP JSON: invoke_agent / chat / execute_tool spans with GenAI attributes",
+    )
+    p.add_argument(
+        "--content",
+        action="store_true",
+        help="with --otlp: include messages, tool arguments and results (left out by default)",
+    )
+    p.set_defaults(func=_cmd_export)
