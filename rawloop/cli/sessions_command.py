@@ -21,8 +21,9 @@ def _store(args: argparse.Namespace) -> Any:
     from ..serve.harness import open_store
 
     store = open_store(args.store)
-    if args.store is None and not getattr(store, "path", Path("-")).exists():
-        raise ConfigurationError(f"no session store at {store.path} (pass --store FILE)")
+    path = getattr(store, "path", None)  # a SQLite store is a file, which must exist
+    if isinstance(path, Path) and not path.exists():
+        raise ConfigurationError(f"no session store at {path} (pass --store FILE)")
     return store
 
 

@@ -153,7 +153,8 @@ class AgentApp:
         profile: what factories' mappings and ``Profile`` agents extend.
         session_limits: caps on one session (409 past them).
         dispatch_workers: background workers running dispatches (0: none here).
-        dispatch_lease: seconds a dispatch is held by a worker without renewal.
+        dispatch_lease: seconds a dispatch (or a session lock) stays held without
+            renewal: how soon the work of a process that died is taken over.
         dispatch_poll: seconds between looks at the queue when idle.
         forward_trace: post trace events to a run's tool proxy.
     """
@@ -344,7 +345,14 @@ class AgentApp:
             context,
             receive,
             send,
-            lambda hooks: run_turn(store, loop, key, message, hooks=[*self.hooks, *hooks]),
+            lambda hooks: run_turn(
+                store,
+                loop,
+                key,
+                message,
+                hooks=[*self.hooks, *hooks],
+                lock_lease=self.dispatcher.lease,
+            ),
             stream=stream,
             extra=extra,
         )

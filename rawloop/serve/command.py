@@ -215,7 +215,8 @@ def add_serve_agent_command(subparsers: Any) -> argparse.ArgumentParser:
         "--dispatch-lease",
         type=float,
         default=DEFAULT_LEASE,
-        help=f"seconds before a dead worker's dispatch is run again (default {DEFAULT_LEASE:g})",
+        help="seconds before the dispatches and session locks of a process that died are "
+        f"taken over (default {DEFAULT_LEASE:g})",
     )
     p.add_argument("--log-level", default="info", help="uvicorn's log level (default info)")
     p.set_defaults(func=_cmd_serve_agent)

@@ -187,8 +187,10 @@ class Dispatcher:
             if self.forward_trace:
                 hooks.append(TraceForwarder(request.proxy_url, token))
             with remote_session(request.proxy_url, token):
-                return await run_turn(self.store, loop, key, message, hooks=hooks)
-        return await run_turn(self.store, loop, key, message, hooks=hooks)
+                return await run_turn(
+                    self.store, loop, key, message, hooks=hooks, lock_lease=self.lease
+                )
+        return await run_turn(self.store, loop, key, message, hooks=hooks, lock_lease=self.lease)
 
 
 def _with_token_flag(request: DispatchRequest, token: str | None) -> DispatchRequest:

@@ -42,7 +42,15 @@ from ..loop.state import RunResult
 from ..trace.format import Trace
 from ..trace.recorder import TraceRecorder
 from .sessions import conversation
-from .store import NewTurn, SessionFull, SessionKey, SessionStore, StoredTurn, StoreError
+from .store import (
+    DEFAULT_LEASE,
+    NewTurn,
+    SessionFull,
+    SessionKey,
+    SessionStore,
+    StoredTurn,
+    StoreError,
+)
 
 __all__ = [
     "REFERENCE",
@@ -178,14 +186,16 @@ async def run_turn(
     *,
     hooks: Iterable[Any] = (),
     metadata: Mapping[str, Any] | None = None,
+    lock_lease: float = DEFAULT_LEASE,
 ) -> RunResult:
     """One turn of session ``key``: lock it, run ``loop`` on its history and ``message``, store it.
 
     The turn is stored however the run ends (an error or a cancellation
     included) once it sent a request. Raises ``SessionFull`` before running
-    when the session holds its most turns.
+    when the session holds its most turns. ``lock_lease``: seconds before the
+    lock of a process that died is taken over.
     """
-    async with store.lock(key):
+    async with store.lock(key, lease=lock_lease):
         info = await store.session(key)
         if info is not None and info.turns >= store.limits.max_turns:
             raise SessionFull(f"session {key} has {info.turns} turns, the most it may hold")

@@ -131,6 +131,7 @@ async def _turn(app: AgentApp, context: Any, frame: str, emit: Any) -> None:
                 key,
                 message,
                 hooks=[*app.hooks, *request_hooks, EventHooks(emit)],
+                lock_lease=app.dispatcher.lease,
             )
         except Exception as exc:
             log_failure(context, exc)
