@@ -1,8 +1,9 @@
 """The HTTP/1.1 shell of the replay server: sockets in, requests out, answers back.
 
-Theory of operation. ``serve_listener`` accepts connections (at most
-``max_connections`` at once: the rest wait in the kernel's backlog) and hands
-each socket to a handler, normally ``serve_connection``. That one drives an
+Theory of operation. ``serve_listener`` (in ``.listening``, with ``Server``
+and ``run_foreground``; all three are named here too) accepts connections
+within its limits and hands each socket to a handler, normally
+``serve_connection``. That one drives an
 ``h11.Connection`` over the socket, the pattern of the h11 docs: feed it
 what arrives, act on the events it gives back. It hands each request head to
 the application's ``handle(conn, request)``, which reads the body
@@ -17,16 +18,23 @@ stops reading). A malformed request gets a 400 and a closed connection, an
 exception in the application a 500 if nothing was sent yet; a client going
 away is nobody's error. Error bodies are OpenAI-shaped, for the SDKs'
 sake. Nothing here logs or keeps a request header.
+
+Slow clients. A per-read timeout alone lets a client that trickles one byte
+just inside it hold a connection for ever, and enough of them hold every
+slot (slowloris). So the whole request head has a deadline
+(``head_timeout``), counted from the accept on a fresh connection and from
+its first byte on a kept-alive one (an idle kept-alive connection has
+``timeout``); the body must come at ``min_body_rate`` bytes a second on
+average after a grace of ``head_timeout`` (mod_reqtimeout's rule); and one
+client address holds at most ``max_per_client`` connections (the next ones
+get a 503 and are closed). A head too slow gets a 408.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -37,7 +45,11 @@ import anyio.abc
 import h11
 import orjson
 
+from .listening import Server, error_body, run_foreground, send_raw, serve_listener
+
 __all__ = [
+    "DEFAULT_HEAD_TIMEOUT",
+    "DEFAULT_MIN_BODY_RATE",
     "Connection",
     "Server",
     "TooLarge",
@@ -51,6 +63,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rawloop.server")  # the server's log: one access log for all
+
+#: Seconds for a whole request head (and the grace before the body rate counts).
+DEFAULT_HEAD_TIMEOUT = 20.0
+#: Bytes a second a request body must average, after the grace.
+DEFAULT_MIN_BODY_RATE = 500.0
 
 _MAX_HEADER_SIZE = 64 * 1024
 _READ_SIZE = 64 * 1024
@@ -82,25 +99,62 @@ class TooLarge(Exception):
 class Connection:
     """An anyio byte stream driven by an ``h11.Connection``, one request at a time."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, timeout: float) -> None:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        timeout: float,
+        *,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        min_body_rate: float = DEFAULT_MIN_BODY_RATE,
+    ) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_SIZE)
         self.timeout = timeout
+        self.head_timeout = head_timeout
+        self.min_body_rate = min_body_rate
         self.aborted = False  # the answer broke the connection on purpose
         self.head = False  # the request is a HEAD: headers only
 
     # -- receiving ------------------------------------------------------------------------
 
-    async def next_event(self) -> Any:
-        """The next h11 event, reading as needed; ``TimeoutError`` after ``timeout`` of silence."""
+    async def next_event(self, deadline: float | None = None) -> Any:
+        """The next h11 event, reading as needed.
+
+        ``TimeoutError`` after ``timeout`` of silence, or once the clock
+        (``anyio.current_time()``) passes ``deadline``.
+        """
         while (event := self.h11.next_event()) is h11.NEED_DATA:
-            with anyio.fail_after(self.timeout):
-                try:
-                    data = await self.stream.receive(_READ_SIZE)
-                except anyio.EndOfStream:
-                    data = b""
+            self.h11.receive_data(await self._receive(deadline))
+        return event
+
+    async def next_request(self, *, fresh: bool) -> Any:
+        """The next request head (or whatever else h11 has): the head within ``head_timeout``.
+
+        On a ``fresh`` connection the deadline runs from now; on a kept-alive
+        one, silence is allowed up to ``timeout`` and the deadline runs from
+        the first byte. ``TimeoutError`` when either runs out.
+        """
+        deadline: float | None = None
+        if fresh or self.h11.trailing_data[0]:
+            deadline = anyio.current_time() + self.head_timeout
+        while (event := self.h11.next_event()) is h11.NEED_DATA:
+            data = await self._receive(deadline)
+            if deadline is None:
+                deadline = anyio.current_time() + self.head_timeout
             self.h11.receive_data(data)
         return event
+
+    async def _receive(self, deadline: float | None) -> bytes:
+        wait = self.timeout
+        if deadline is not None:
+            wait = min(wait, deadline - anyio.current_time())
+            if wait <= 0:
+                raise TimeoutError
+        with anyio.fail_after(wait):
+            try:
+                return await self.stream.receive(_READ_SIZE)
+            except anyio.EndOfStream:
+                return b""
 
     async def read_body(self, request: h11.Request, limit: int) -> bytes:
         """The whole request body; ``TooLarge`` above ``limit`` bytes (announced or sent)."""
@@ -114,8 +168,11 @@ class Connection:
             )
         parts: list[bytes] = []
         size = 0
+        started = anyio.current_time()
         while True:
-            event = await self.next_event()
+            # Each byte buys 1/min_body_rate s more: a slow body is cut, a big one is not.
+            deadline = started + self.head_timeout + size / self.min_body_rate
+            event = await self.next_event(deadline)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limit:
@@ -217,15 +274,26 @@ async def serve_connection(
     stream: anyio.abc.ByteStream,
     timeout: float,
     handle: Callable[[Connection, h11.Request], Awaitable[None]],
+    *,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    min_body_rate: float = DEFAULT_MIN_BODY_RATE,
 ) -> None:
-    """Serve the requests of one connection until either side closes; then close it."""
-    conn = Connection(stream, timeout)
+    """Serve the requests of one connection until either side closes; then close it.
+
+    ``timeout`` is the longest silence; ``head_timeout`` and ``min_body_rate``
+    bound slow requests (see the module's docstring).
+    """
+    conn = Connection(stream, timeout, head_timeout=head_timeout, min_body_rate=min_body_rate)
+    fresh = True
     try:
         while True:
             try:
-                event = await conn.next_event()
+                event = await conn.next_request(fresh=fresh)
             except TimeoutError:
+                if conn.h11.trailing_data[0]:  # part of a head came: tell a slow client why
+                    await send_raw(stream, 408, "the request head took too long", "request_timeout")
                 return  # idle: close quietly
+            fresh = False
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed (or a peer that misbehaves)
             conn.head = event.method == b"HEAD"
@@ -256,50 +324,6 @@ async def serve_connection(
                 )
     finally:
         await anyio.aclose_forcefully(stream)
-
-
-async def serve_listener(
-    listener: anyio.abc.Listener[anyio.abc.SocketStream],
-    handle: Callable[[anyio.abc.SocketStream], Awaitable[None]],
-    max_connections: int,
-    *,
-    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept connections until cancelled, ``max_connections`` served at once; closes ``listener``.
-
-    ``task_status.started(port)`` once accepting.
-    """
-    limit = anyio.Semaphore(max_connections)
-
-    async def bounded(stream: anyio.abc.SocketStream) -> None:
-        try:
-            await handle(stream)
-        finally:
-            limit.release()
-
-    async def accept(part: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
-        assert isinstance(part, anyio.abc.SocketListener)
-        while True:
-            await limit.acquire()
-            try:
-                stream = await part.accept()
-            except OSError as exc:  # out of file descriptors, say: wait, and go on serving
-                limit.release()
-                logger.warning("accepting a connection failed: %s", exc)
-                await anyio.sleep(0.1)
-                continue
-            except BaseException:
-                limit.release()
-                raise
-            group.start_soon(bounded, stream)
-
-    try:
-        async with anyio.create_task_group() as group:
-            for part in getattr(listener, "listeners", [listener]):  # a MultiListener's parts
-                group.start_soon(accept, part)
-            task_status.started(int(listener.extra(anyio.abc.SocketAttribute.local_port)))
-    finally:
-        await anyio.aclose_forcefully(listener)
 
 
 # -- request and header helpers ------------------------------------------------------------
@@ -335,105 +359,3 @@ def json_headers(data: bytes, headers: Iterable[tuple[str, str]]) -> list[tuple[
         *((k, v) for k, v in headers if k not in ("content-type", "content-length")),
         ("content-length", str(len(data))),
     ]
-
-
-def error_body(
-    message: str, type_: str, code: str | None, param: str | None = None
-) -> dict[str, Any]:
-    """An OpenAI error object."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-# -- a server, and serving it in the foreground ------------------------------------------------
-
-
-class Server:
-    """A server on a TCP socket: ``ReplayServer`` and ``RecordingProxy``.
-
-    A subclass sets ``host``, ``port`` and ``_listener`` (None) and defines
-    ``serve``, which takes the socket with ``_take_listener``.
-    """
-
-    host: str
-    port: int
-    _listener: anyio.abc.Listener[anyio.abc.SocketStream] | None
-
-    async def bind(self) -> int:
-        """Open the listening socket (``serve`` does it if needed); returns the port."""
-        if self._listener is None:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-            self._listener = listener
-            self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        return self.port
-
-    async def serve(
-        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Serve until cancelled; ``task_status.started(port)`` once listening."""
-        raise NotImplementedError
-
-    async def _take_listener(self) -> anyio.abc.Listener[anyio.abc.SocketStream]:
-        """The socket ``bind`` opened (opening it if needed), now the caller's to serve."""
-        await self.bind()
-        listener, self._listener = self._listener, None
-        assert listener is not None
-        return listener
-
-
-def run_foreground(
-    server: Server,
-    *,
-    label: str,
-    host: str,
-    port: int,
-    logger: logging.Logger,
-    listening: Callable[[int], str],
-    stopping: Callable[[], str],
-) -> int:
-    """Serve ``server`` until SIGINT or SIGTERM, for a command named ``label``.
-
-    Unless the program configured ``logging``, ``logger`` writes
-    ``LABEL: MESSAGE`` lines to stderr for the duration (at INFO if it has no
-    level). Once listening, writes ``LABEL: listening(port)`` to stderr; on a
-    signal ``LABEL: SIGTERM: shutting down (stopping())``. Returns 2 when the
-    address cannot be bound (having said so), else 0.
-    """
-    handler: logging.Handler | None = None
-    level = logger.level
-    if not logging.getLogger().handlers:  # nobody configured logging: show the access log
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"{label}: %(message)s"))
-        logger.addHandler(handler)
-        if level == logging.NOTSET:
-            logger.setLevel(logging.INFO)
-    try:
-        anyio.run(_serve_until_signalled, server, label, listening, stopping)
-    except OSError as exc:
-        sys.stderr.write(f"{label}: error: cannot listen on {host}:{port}: {exc}\n")
-        return 2
-    except KeyboardInterrupt:  # where signal receivers are not supported
-        sys.stderr.write(f"{label}: interrupted\n")
-    finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-    return 0
-
-
-async def _serve_until_signalled(
-    server: Server, label: str, listening: Callable[[int], str], stopping: Callable[[], str]
-) -> None:
-    port = await server.bind()
-    async with anyio.create_task_group() as group:
-        await group.start(server.serve)
-        sys.stderr.write(f"{label}: {listening(port)}\n")
-        sys.stderr.flush()
-        if sys.platform == "win32":  # no signal receivers there: Ctrl+C raises KeyboardInterrupt
-            await anyio.sleep(math.inf)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                sys.stderr.write(
-                    f"{label}: {signal.Signals(signum).name}: shutting down ({stopping()})\n"
-                )
-                group.cancel_scope.cancel()
-                break
