@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from ..core.errors import ConfigurationError
 from .chunking import split_events
 
-__all__ = ["Fault", "apply_to_events", "drop_final_blank_line", "parse_fault", "trim_to"]
+__all__ = [
+    "EVENT_FAULTS",
+    "Fault",
+    "apply_to_events",
+    "drop_final_blank_line",
+    "parse_fault",
+    "trim_to",
+]
 
 _ACTIONS = {
     "status",
@@ -39,6 +46,8 @@ _ACTIONS = {
     "drop-event",
     "drop-final-blank-line",
 }
+#: Actions that change the recorded bytes (``apply_to_events``), not the whole answer.
+EVENT_FAULTS = frozenset({"malformed", "duplicate-event", "drop-event", "drop-final-blank-line"})
 _INT_OPTIONS = {
     "status",
     "cut-after-events",

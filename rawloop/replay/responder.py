@@ -22,7 +22,7 @@ from ..core.errors import ConfigurationError, ReplayDivergence
 from ..core.jsondiff import first_difference
 from ..trace.format import Exchange, Trace, chunk_bytes
 from .chunking import rechunk, split_events
-from .faults import Fault, apply_to_events, parse_fault
+from .faults import EVENT_FAULTS, Fault, apply_to_events, parse_fault
 
 __all__ = [
     "DEFAULT_VOLATILE",
@@ -171,7 +171,7 @@ class Responder:
         raw = [chunk_bytes(c) for c in exchange.chunks]
         # A recorded connection failure is served as one: same bytes, then a reset.
         broke = exchange.error is not None and exchange.error.get("type") == "APIConnectionError"
-        if fault is not None and fault.action in ("malformed", "duplicate-event", "drop-event"):
+        if fault is not None and fault.action in EVENT_FAULTS:
             raw = [apply_to_events(b"".join(raw), fault)]
         place = self._places.get(id(exchange), 0)
         chunks = rechunk(raw, self.chunking, seed=self.seed + place)

@@ -22,6 +22,7 @@ from rawloop.core.parse import StreamParser
 from rawloop.loop.validate import problems
 from rawloop.replay.chunking import rechunk
 from rawloop.replay.faults import drop_final_blank_line
+from rawloop.replay.replayer import Responder, replay
 from rawloop.replay.restream import restream
 from rawloop.replay.script import SCRIPT_HELP
 from rawloop.replay.server import ReplayServer
@@ -504,3 +505,20 @@ def test_hostile_chunking_loses_no_event(answer: tuple[str, str, bytes], seed: i
 def test_drop_final_blank_line(body: bytes, expected: bytes) -> None:
     assert drop_final_blank_line(body) == expected
     assert drop_final_blank_line(expected) == expected
+
+
+@pytest.mark.parametrize("chunking", ["recorded", "hostile"])
+async def test_in_process_the_drop_final_blank_line_fault_is_retried_and_the_run_matches(
+    chunking: str,
+) -> None:
+    path = TRACES[0].parent / "tool-roundtrip.jsonl"
+    trace = Trace.load(path)
+    responder = Responder(trace, chunking=chunking, faults=["attempt=0:drop-final-blank-line"])
+    exchange = trace.exchanges()[0]
+    cut = b"".join(responder.shape(exchange, 0, 0).chunks)
+    whole = b"".join(responder.shape(exchange, 0, 1).chunks)
+    assert len(SSEDecoder().feed(cut)) == len(SSEDecoder().feed(whole)) - 1
+    report = await replay(
+        path, chunking=chunking, faults=["iter=0,attempt=0:drop-final-blank-line"]
+    )
+    assert report.identical, str(report)
