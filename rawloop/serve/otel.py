@@ -16,7 +16,9 @@ gen_ai_latest_experimental`` asks instrumentations for):
 ``invoke_agent {agent_name}`` (INTERNAL)
     One per run, a child of whatever span is current when the run starts. At
     the end it holds the run's token totals, ``rawloop.stop_reason`` and
-    ``rawloop.iterations``, and ``error.type`` if the run failed.
+    ``rawloop.iterations``, ``gen_ai.fallback.used`` (a fallback model
+    answered a call), the cost ``rawloop.usage.cost_usd`` when ``prices``
+    are given, and ``error.type`` if the run failed.
 ``chat {model}`` (CLIENT)
     One per iteration, a child of the run span. It covers every attempt of
     the model call (retries and fallback models): it begins at the
@@ -73,6 +75,8 @@ from .otel_attributes import (
     json_string,
     message_of,
     output_messages,
+    price_of,
+    read_prices,
     set_int,
     set_response,
 )
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from ..core.turn import Turn
     from ..loop.hooks import (
         ChunkInfo,
         DecisionInfo,
@@ -92,7 +97,10 @@ if TYPE_CHECKING:
     )
     from ..loop.state import LoopState
 
-__all__ = ["OTelHook"]
+__all__ = ["COST_ATTRIBUTE", "OTelHook"]
+
+#: The attribute holding a call's (and a run's) cost in US dollars, when prices are given.
+COST_ATTRIBUTE = "rawloop.usage.cost_usd"
 
 _INSTALL_HINT = (
     "rawloop.otel needs OpenTelemetry; install the extra: pip install 'rawloop[otel]' "
@@ -155,6 +163,11 @@ class _Run:
     tools: dict[str, list[tuple[Span, int]]] = field(default_factory=dict)
     #: tool name -> description, from the tools sent in the last request.
     descriptions: dict[str, str] = field(default_factory=dict)
+    #: The model the run asks first (a handoff changes it); any other answering is a fallback.
+    primary: str = ""
+    fallback_used: bool = False
+    cost: float = 0.0
+    priced: bool = False
 
 
 class OTelHook:
@@ -167,6 +180,10 @@ class OTelHook:
             personal data: off by default).
         agent_name: ``gen_ai.agent.name``, and the run span's name
             ``invoke_agent {agent_name}``.
+        prices: ``{model: {"input": $, "output": $}}`` in dollars per million
+            tokens (a dated model name takes the price of the longest name it
+            starts with): each ``chat`` span and the run span then get
+            ``rawloop.usage.cost_usd``.
 
     Raises:
         ImportError: OpenTelemetry is not installed (the ``otel`` extra).
@@ -178,8 +195,10 @@ class OTelHook:
         *,
         capture_content: bool = False,
         agent_name: str = "rawloop",
+        prices: Mapping[str, Any] | None = None,
     ) -> None:
         self._api = _load_otel()
+        self.prices = read_prices(prices or {})
         self.tracer: Tracer = self._api.get_tracer(
             "rawloop", __version__, tracer_provider=tracer_provider
         )
@@ -214,7 +233,7 @@ class OTelHook:
             kind=self._api.SpanKind.INTERNAL,
             attributes=attributes,
         )
-        run = _Run(span, self._api.set_span_in_context(span), outer)
+        run = _Run(span, self._api.set_span_in_context(span), outer, primary=model or "")
         self._current.set(run)
         self._active.append(run)
         return run
@@ -243,8 +262,10 @@ class OTelHook:
 
     @_safe
     def on_handoff(self, info: HandoffInfo) -> None:
-        """A handoff is an event on the run span."""
-        self._run().span.add_event(
+        """A handoff is an event on the run span (the new model is no fallback)."""
+        run = self._run()
+        run.primary = info.to_model
+        run.span.add_event(
             "rawloop.handoff",
             {
                 "rawloop.handoff.from_model": info.from_model,
@@ -283,6 +304,9 @@ class OTelHook:
         set_int(span, "gen_ai.usage.output_tokens", usage.get("output_tokens"))
         span.set_attribute("rawloop.stop_reason", info.stop_reason)
         span.set_attribute("rawloop.iterations", info.iterations)
+        span.set_attribute("gen_ai.fallback.used", run.fallback_used)
+        if run.priced:
+            span.set_attribute(COST_ATTRIBUTE, round(run.cost, 10))
         if error is not None:
             span.record_exception(error, timestamp=now)
             self._fail(span, error_type, error, now)
@@ -394,6 +418,7 @@ class OTelHook:
         span = run.chat
         if span is not None:
             set_response(span, turn)
+            self._account(run, span, turn)
             if self.capture_content:
                 span.set_attribute("gen_ai.output.messages", json_string(output_messages(turn)))
             span.end()
@@ -419,6 +444,28 @@ class OTelHook:
                 start_time=start,
             )
             run.tools.setdefault(call.call_id, []).append((tool_span, start))
+
+    def _account(self, run: _Run, span: Span, turn: Turn) -> None:
+        """Fallback and cost of the call that just answered, on its span and the run's."""
+        model = run.chat_model or turn.model or ""
+        if run.primary and run.chat_model and run.chat_model != run.primary:
+            run.fallback_used = True
+            span.set_attribute("gen_ai.fallback.used", True)
+            span.set_attribute("rawloop.fallback.from_model", run.primary)
+        if not self.prices:
+            return
+        price = price_of(turn.model or model, self.prices) or price_of(model, self.prices)
+        if price is None:
+            return
+        usage = turn.usage or {}
+        tokens_in = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
+        tokens_out = usage.get("output_tokens", usage.get("completion_tokens")) or 0
+        if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):
+            return
+        cost = (tokens_in * price[0] + tokens_out * price[1]) / 1_000_000
+        span.set_attribute(COST_ATTRIBUTE, round(cost, 10))
+        run.cost += cost
+        run.priced = True
 
     # -- tool calls -----------------------------------------------------------
 

@@ -25,6 +25,8 @@ __all__ = [
     "json_string",
     "message_of",
     "output_messages",
+    "price_of",
+    "read_prices",
     "set_int",
     "set_response",
 ]
@@ -257,3 +259,26 @@ def output_messages(turn: Turn) -> list[dict[str, Any]]:
             {"role": "assistant", "parts": parts, "finish_reason": finish_reason(choice)}
         )
     return messages
+
+
+def read_prices(given: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{model: {"input": $, "output": $}}`` or ``{model: (in, out)}``, dollars per 1M tokens."""
+    prices: dict[str, tuple[float, float]] = {}
+    for model, entry in given.items():
+        pair = (entry.get("input"), entry.get("output")) if isinstance(entry, Mapping) else entry
+        try:
+            low, high = pair
+            prices[str(model)] = (float(low), float(high))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"OTelHook prices: {model!r} must be {{'input': $, 'output': $}} per 1M tokens"
+            ) from None
+    return prices
+
+
+def price_of(model: str, prices: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
+    # "gpt-5.5-2026-04-23" is priced as "gpt-5.5": the longest name it starts with.
+    if model in prices:
+        return prices[model]
+    names = [name for name in prices if model.startswith(name)]
+    return prices[max(names, key=len)] if names else None

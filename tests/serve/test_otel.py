@@ -356,6 +356,35 @@ async def test_a_fallback_model_renames_the_span(otel: Telemetry) -> None:
     assert chat.name == "chat gpt-backup"
     assert attrs(chat)["gen_ai.request.model"] == "gpt-backup"
     assert len(chat.events) == 1
+    assert attrs(chat)["gen_ai.fallback.used"] is True
+    assert attrs(chat)["rawloop.fallback.from_model"] == "gpt-5.5"
+    assert attrs(otel.one("invoke_agent"))["gen_ai.fallback.used"] is True
+
+
+async def test_no_fallback_and_the_cost_when_prices_are_given(otel: Telemetry) -> None:
+    api = two_turn_api()
+    prices = {"gpt-5.5": {"input": 1.25, "output": 10.0}, "gpt-5": {"input": 99, "output": 99}}
+    result = await make_loop(api).run(QUESTION, hooks=[otel.hook(prices=prices)])
+    chats = sorted(otel.named("chat"), key=start)
+    run = attrs(otel.one("invoke_agent"))
+    assert run["gen_ai.fallback.used"] is False
+    assert all("gen_ai.fallback.used" not in attrs(c) for c in chats)
+    costs = [attrs(c)["rawloop.usage.cost_usd"] for c in chats]
+    expected = [
+        (t.usage["input_tokens"] * 1.25 + t.usage["output_tokens"] * 10.0) / 1e6
+        for t in result.turns
+    ]
+    assert costs == pytest.approx(expected)
+    assert run["rawloop.usage.cost_usd"] == pytest.approx(sum(expected))
+    assert sum(expected) > 0
+
+
+async def test_no_cost_without_prices_or_for_an_unpriced_model(otel: Telemetry) -> None:
+    await make_loop(two_turn_api()).run(QUESTION, hooks=[otel.hook()])
+    await make_loop(two_turn_api()).run(QUESTION, hooks=[otel.hook(prices={"o3": (1, 2)})])
+    assert not any("rawloop.usage.cost_usd" in attrs(s) for s in otel.spans)
+    with pytest.raises(ValueError, match="per 1M tokens"):
+        otel.hook(prices={"gpt-5.5": "cheap"})
 
 
 async def test_a_failing_run_sets_error_type_and_ends_every_span(otel: Telemetry) -> None:
