@@ -168,6 +168,7 @@ async def test_a_two_turn_tool_run(otel: Telemetry) -> None:
         "gen_ai.usage.output_tokens": 23 + 18,
         "rawloop.stop_reason": "completed",
         "rawloop.iterations": 2,
+        "gen_ai.fallback.used": False,
     }
     for child in (first, second, call):
         assert parent_of(child) == span_id(run)
