@@ -58,6 +58,7 @@ from ..replay.loopback import (
     Connection,
     Server,
     TooLarge,
+    refuse_tunnels,
     run_foreground,
     serve_connection,
     serve_listener,
@@ -230,6 +231,9 @@ class RecordingProxy(Server):
         method = request.method.decode("ascii", "replace")
         target = _target(request)
         path = target.split("?", 1)[0]
+        if refused := await refuse_tunnels(conn, request, "rawloop record"):  # CONNECT, Upgrade
+            logger.info("%s %s -> %d (refused, not forwarded)", method, path, refused)
+            return
         try:
             raw = await conn.read_body(request, self.max_request_size)
         except TooLarge:

@@ -56,6 +56,7 @@ __all__ = [
     "clean_headers",
     "error_body",
     "json_headers",
+    "refuse_tunnels",
     "request_path",
     "run_foreground",
     "serve_connection",
@@ -327,6 +328,35 @@ async def serve_connection(
 
 
 # -- request and header helpers ------------------------------------------------------------
+
+
+async def refuse_tunnels(conn: Connection, request: h11.Request, label: str) -> int:
+    """Answer a ``CONNECT`` (405) or an ``Upgrade`` (501) request and close; 0 for any other.
+
+    Neither can be relayed answer by answer, nor recorded; and h11 would
+    switch protocols under the server on a 2xx to ``CONNECT``. The caller
+    logs the status returned.
+    """
+    if request.method == b"CONNECT":
+        status, headers = 405, [("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]
+        message = (
+            f"{label} is not a forward proxy: set the client's base URL to it "
+            "(http://HOST:PORT/v1) instead of using it as an HTTP(S) proxy"
+        )
+    else:
+        upgrade = next((v for k, v in request.headers if k == b"upgrade"), None)
+        if upgrade is None:
+            return 0
+        status, headers = 501, []
+        message = (
+            f"{label} does not take protocol upgrades (Upgrade: "
+            f"{upgrade.decode('latin-1')[:40]!r}): plain HTTP/1.1 requests only"
+        )
+    await conn.send_error(
+        status, message, "invalid_request_error", "unsupported", headers=headers, close=True
+    )
+    await conn.linger()  # a body may follow the head: drain it rather than reset
+    return status
 
 
 def request_path(request: h11.Request) -> tuple[str, str]:

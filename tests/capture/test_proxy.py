@@ -675,3 +675,65 @@ async def test_record_proxies_until_a_signal_and_closes_its_traces(
     assert stop_reason(trace) == "recording-stopped"
     assert trace.exchanges()[0].body == Trace.load(ROUNDTRIP).exchanges()[0].body
     assert_no_secret(out)
+
+
+# -- what the proxy refuses ----------------------------------------------------------------------
+
+
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` on a fresh connection; everything answered until the proxy closes."""
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    received = b""
+    async with stream:
+        await stream.send(request)
+        try:
+            while True:
+                received += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            return received
+
+
+async def test_connect_and_upgrade_are_refused_cleanly_and_never_forwarded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="rawloop")
+    async with recording(tmp_path, ROUNDTRIP) as proxy:
+        connect = await raw_exchange(
+            proxy.port, b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n"
+        )
+        websocket = await raw_exchange(
+            proxy.port,
+            b"GET /v1/responses HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        h2c = await raw_exchange(
+            proxy.port,
+            b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+            b'Content-Length: 17\r\n\r\n{"model": "m1"}\n\n',
+        )
+        async with client_of(proxy) as client:  # and the proxy goes on serving
+            models = await client.get("/models")
+    assert connect.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nallow: GET, HEAD, POST" in connect and b"not a forward proxy" in connect
+    for answer in (websocket, h2c):
+        assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+        assert b'"code":"unsupported"' in answer and b"connection: close" in answer
+    assert models.status_code == 200
+    assert proxy.requests == 1  # only the models request went upstream
+    assert files(tmp_path) == []
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+    logged = [r.getMessage() for r in caplog.records if r.name == "rawloop.proxy"]
+    assert "CONNECT /api.openai.com:443 -> 405 (refused, not forwarded)" in logged
+
+
+async def test_a_client_using_the_proxy_as_a_forward_proxy_gets_a_clear_refusal(
+    tmp_path: Path,
+) -> None:
+    async with recording(tmp_path, ROUNDTRIP) as proxy:
+        origin = f"http://127.0.0.1:{proxy.port}"
+        async with httpx.AsyncClient(proxy=origin, verify=TLS) as client:
+            with pytest.raises(httpx.ProxyError, match="405"):
+                await client.get("https://api.openai.com/v1/models")  # a CONNECT, refused
+    assert proxy.requests == 0
