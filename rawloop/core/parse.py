@@ -48,6 +48,11 @@ class StreamParser:
                     deltas += accumulator.feed_raw(*event)
                 else:
                     deltas += accumulator.feed(event)
+        except StreamError as exc:
+            # E.g. a raw event whose bytes are not UTF-8: the accumulator raised it.
+            if exc.partial is None:
+                exc.partial = self.partial_turn()
+            raise
         except RawloopError:
             raise
         except Exception as exc:  # a bug of ours must still come out typed, with the turn
@@ -65,6 +70,10 @@ class StreamParser:
                 # feed() takes the dialect's fast path; it leaves the JSON it parsed behind.
                 deltas = accumulator.feed(event)
                 out.append((event, accumulator.last_payload, deltas))
+        except StreamError as exc:
+            if exc.partial is None:
+                exc.partial = self.partial_turn()
+            raise
         except RawloopError:
             raise
         except Exception as exc:

@@ -9,9 +9,19 @@ give the same events whatever their chunking: that is the property the tests
 check with hypothesis, and the one replay relies on.
 
 Lines are split on LF, CR and CRLF, as the WHATWG spec asks. The common case,
-a chunk without CR, takes a fast path through ``bytes.split``; a chunk with a
-CR takes a regex split. A CR at the end of one chunk and an LF at the start of
-the next are one line end: ``_cr_pending`` remembers the CR.
+a chunk without CR, takes a fast path: bytes are held until a blank line has
+arrived (``\n\n`` in the chunk or across its start, or an LF at a line start),
+then split into whole events with ``bytes.split``. A chunk with a CR takes a
+regex split that works off every complete line at once. A CR at the end of one
+chunk and an LF at the start of the next are one line end: ``_cr_pending``
+remembers the CR. Either way every event comes out of the ``feed()`` call that
+delivered the line end of its blank line, and what is held is at most the open
+event, gathered so that tiny chunks do not cost one object each.
+
+An event's size, for ``max_event_size``, is the bytes of its lines without
+their line ends: the same figure whatever the chunking, so an event exactly
+at the bound is accepted however it arrives. Errors come out in stream order:
+a problem in an earlier event is never hidden behind a later one.
 
 Text is decoded per event (``data`` lines joined first), strictly: bytes that
 are not UTF-8 raise ``InvalidEncoding`` with the event's byte offset, rather
@@ -40,6 +50,11 @@ __all__ = ["DEFAULT_MAX_EVENT_SIZE", "RawEvent", "SSEDecoder", "ServerSentEvent"
 DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
+#: Held chunks shorter than _PIECE are gathered into one bytearray, kept as one
+#: object once it reaches _GATHER bytes (see SSEDecoder._hold); longer chunks are
+#: kept as they came, which costs no copy.
+_PIECE = 64
+_GATHER = 4096
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 
 
@@ -141,10 +156,16 @@ class SSEDecoder:
         self.raw_names: frozenset[str] = frozenset()
 
         self._head: bytes | None = b""  # bytes held back while a BOM may be arriving
-        self._pending: list[bytes] = []  # pieces of the line not yet ended
-        self._pending_len = 0
-        self._cr_pending = False
-        self._offset = 0  # stream offset of the first byte of the pending line
+        # Bytes not yet processed ("held"). They always start at a line start;
+        # they never hold a CR, nor a blank line: only (part of) the open event.
+        # Chunks of a useful size are kept as they came (no copy); small ones are
+        # gathered in one bytearray, so a stream of tiny chunks costs one object
+        # per _GATHER bytes, not one per chunk.
+        self._pieces: list[bytes] = []
+        self._small = bytearray()
+        self._held = 0  # bytes held in all
+        self._cr_pending = False  # the last byte fed was a CR that ended a line
+        self._offset = 0  # stream offset of the first held byte
         # The event being built.
         self._event_type: bytes | None = None
         self._data: list[bytes] = []
@@ -183,65 +204,79 @@ class SSEDecoder:
         What ``close`` completes never comes raw: the last event takes the slow path.
         """
         events: list[ServerSentEvent | RawEvent] = []
-        if self._head:
-            # The stream was shorter than a BOM: those bytes are ordinary data.
-            events.extend(self._feed_body(self._head))
-        self._head = None
-        if self._pending:
-            # Held bytes may be several complete lines (see _feed_body) and a last,
-            # unterminated one.
-            rest = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_len = 0
-            lines = rest.split(b"\n")
-            last = lines.pop()
-            self._offset = self._run_lines(lines, self._offset, events)
-            if last:
-                self._run_lines([last], self._offset, events)
-                self._offset += len(last)
-        if self._data:
-            self.ended_without_blank_line = True
-            self._run_lines([b""], self._offset, events)
+        try:
+            if self._head:
+                # The stream was shorter than a BOM: those bytes are ordinary data.
+                events.extend(self._feed_body(self._head))
+            self._head = None
+            if self._held:
+                # Held bytes are complete lines of the open event and a last,
+                # unterminated one (LF only: the buffer never holds a CR).
+                lines = self._take().split(b"\n")
+                last = lines.pop()
+                self._offset = self._run_lines(lines, self._offset, events)
+                if last:
+                    self._run_lines([last], self._offset, events)
+                    self._offset += len(last)
+            if self._data:
+                self.ended_without_blank_line = True
+                self._run_lines([b""], self._offset, events)
+        except StreamError as exc:
+            exc.events = events
+            raise
         return cast(list[ServerSentEvent], events)  # line by line: never raw
 
     # -- internals --------------------------------------------------------
 
     def _feed_body(self, data: bytes) -> list[ServerSentEvent | RawEvent]:
-        if not data:
-            return []
         if self._cr_pending:
             self._cr_pending = False
-            if data[0] == 0x0A:  # the LF of a CRLF split across chunks
+            if data[:1] == b"\n":  # the LF of a CRLF split across chunks
                 data = data[1:]
                 self._offset += 1
-                if not data:
-                    return []
-
+        if not data:
+            return []
         if b"\r" in data:
             return self._feed_with_cr(data)
         # LF only: work a whole event at a time. Bytes are held until a blank
-        # line can have arrived; held bytes may include complete lines of the
-        # event in progress, which is fine: nothing is dispatched before its
-        # blank line anyway.
-        pending = self._pending
-        if b"\n\n" not in data and not (pending and data[0] == 0x0A and pending[-1][-1:] == b"\n"):
-            self._hold(data)
-            return []
-        if pending:
-            pending.append(data)
-            data = b"".join(pending)
-            pending.clear()
-            self._pending_len = 0
-        blocks = data.split(b"\n\n")
-        tail = blocks.pop()
+        # line arrives: a "\n\n" in the chunk, one across the chunk boundary, or
+        # a "\n" at a line start. Every event comes out of the call that
+        # delivered the end of its blank line.
         events: list[ServerSentEvent | RawEvent] = []
         try:
-            self._offset = self._run_blocks(blocks, self._offset, events)
+            if self._held:
+                if b"\n\n" not in data and not (data[0] == 0x0A and self._last_held() == 0x0A):
+                    self._hold(data)
+                    if self._held + self._block_size > self.max_event_size:
+                        self._check_held(events)
+                    return events
+                data = self._take(data)  # it holds a blank line: no need to look again
+            else:
+                if data[0] == 0x0A:
+                    # A blank line at a line start: it ends whatever event is open.
+                    while data[:1] == b"\n":
+                        self._offset = self._run_lines([b""], self._offset, events)
+                        data = data[1:]
+                    if not data:
+                        return events
+                if b"\n\n" not in data:
+                    self._hold(data)
+                    if self._held + self._block_size > self.max_event_size:
+                        self._check_held(events)
+                    return events
+            blocks = data.split(b"\n\n")
+            tail = blocks.pop()
+            self._offset = pos = self._run_blocks(blocks, self._offset, events)
+            while tail[:1] == b"\n":  # an odd run of LFs: the last is one more blank line
+                self._offset = pos = self._run_lines([b""], pos, events)
+                tail = tail[1:]
+            if tail:
+                self._hold(tail)
+                if self._held + self._block_size > self.max_event_size:
+                    self._check_held(events)
         except StreamError as exc:
             exc.events = events
             raise
-        if tail:
-            self._hold(tail)
         return events
 
     def _run_blocks(
@@ -268,7 +303,11 @@ class SSEDecoder:
                         and block.find(b"\n", newline + 7) < 0
                     ):
                         raw_type = block[7:newline]
-                        name = names.get(raw_type) or self._name_at(raw_type, pos)
+                        name = (
+                            (names.get(raw_type) or self._name_at(raw_type, pos))
+                            if raw_type
+                            else "message"  # an empty type is the default one
+                        )
                         raw = block[newline + 7 :]
                 elif block[:6] == b"data: " and block.find(b"\n") < 0:
                     name, raw = "message", block[6:]
@@ -296,39 +335,81 @@ class SSEDecoder:
         except UnicodeDecodeError as exc:
             raise utf8_error(exc, pos) from None
 
-    def _hold(self, piece: bytes) -> None:
-        self._pending.append(piece)
-        self._pending_len += len(piece)
-        if self._pending_len + self._block_size > self.max_event_size:
+    def _check_held(self, events: list[ServerSentEvent | RawEvent]) -> None:
+        """Raise ``EventTooLarge`` once the open event is past the bound.
+
+        An event's size is the bytes of its lines without their line ends, the
+        same whatever the chunking. Only when the held bytes could be past the
+        bound are their complete lines worked off (which raises any earlier
+        problem in them first, as whole chunks would); then what is left is one
+        unterminated line, whose size is exact.
+        """
+        if self._held + self._block_size <= self.max_event_size:
+            return
+        held = self._take()
+        end = held.rfind(b"\n") + 1
+        if end:
+            lines = held[: end - 1].split(b"\n")
+            self._offset = self._run_lines(lines, self._offset, events)
+        if end < len(held):
+            self._hold(held[end:])
+        if self._held + self._block_size > self.max_event_size:
             start = self._block_start if self._block_start >= 0 else self._offset
             raise EventTooLarge(
                 f"event starting at byte {start} is larger than {self.max_event_size} bytes",
                 offset=start,
             )
 
+    def _hold(self, piece: bytes) -> None:
+        """Keep bytes of the open event until its blank line arrives."""
+        small = self._small
+        if len(piece) >= _PIECE:
+            if small:
+                self._pieces.append(bytes(small))
+                small.clear()
+            self._pieces.append(piece)
+        else:
+            small += piece
+            if len(small) >= _GATHER:
+                self._pieces.append(bytes(small))
+                small.clear()
+        self._held += len(piece)
+
+    def _last_held(self) -> int:
+        return (self._small or self._pieces[-1])[-1]
+
+    def _take(self, more: bytes = b"") -> bytes:
+        """Every held byte (and ``more``) as one bytes object; nothing is held after."""
+        pieces, small = self._pieces, self._small
+        joined = b"".join((*pieces, small, more)) if pieces else b"".join((small, more))
+        pieces.clear()
+        small.clear()
+        self._held = 0
+        return joined
+
     def _feed_with_cr(self, data: bytes) -> list[ServerSentEvent | RawEvent]:
-        if self._pending:
-            self._pending.append(data)
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_len = 0
-        parts = _LINE_ENDS.split(data)
-        tail = parts.pop()
+        if self._held:
+            data = self._take(data)
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
         events: list[ServerSentEvent | RawEvent] = []
         pos = self._offset
         try:
-            for i in range(0, len(parts), 2):
-                line = parts[i]
-                self._run_lines([line], pos, events)
-                pos += len(line) + len(parts[i + 1])
+            if end:
+                parts = _LINE_ENDS.split(data[:end])
+                parts.pop()  # the empty piece after the last line end
+                for i in range(0, len(parts), 2):
+                    line = parts[i]
+                    self._run_lines([line], pos, events)
+                    pos += len(line) + len(parts[i + 1])
+                self._offset = pos
+                # A final CR may be the first half of a CRLF.
+                self._cr_pending = end == len(data) and data[-1] == 0x0D
+            if end < len(data):
+                self._hold(data[end:])
+                self._check_held(events)
         except StreamError as exc:
             exc.events = events
             raise
-        self._offset = pos
-        # A final CR may be the first half of a CRLF.
-        self._cr_pending = not tail and data.endswith(b"\r")
-        if tail:
-            self._hold(tail)
         return events
 
     def _run_lines(
@@ -362,7 +443,8 @@ class SSEDecoder:
                     elif line[:7] == b"event: ":
                         event_type = line[7:]
                     else:
-                        self._event_type = event_type
+                        # _field may raise naming the event: it needs its start.
+                        self._event_type, self._block_start = event_type, start
                         self._field(line)
                         event_type = self._event_type
                 elif data_lines:
