@@ -1,4 +1,10 @@
-"""Loading user files by path: hook modules (``--hook``) and tool modules (``--tools``)."""
+"""Loading user files by path: hook modules (``--hook``) and tool modules (``--tools``).
+
+A file is imported as ``python FILE.py`` would run it: its folder goes first
+on ``sys.path``, so it can import the modules beside it (a helpers module, a
+client for the customer's API). The folder stays there, since a tool may
+import lazily, when it is called.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,13 @@ __all__ = ["load_module", "tools_in"]
 
 
 def load_module(path: str | Path) -> ModuleType:
-    """Import a Python file by path; a clear ``ConfigurationError`` when it cannot be."""
+    """Import a Python file by path, its folder on ``sys.path``; ``ConfigurationError`` if it fails."""
     path = Path(path)
     if not path.is_file():
         raise ConfigurationError(f"{path}: no such file")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     name = f"rawloop_user_{path.stem}_{abs(hash(path.resolve())) % 10**8}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
