@@ -248,11 +248,12 @@ async def dispatch(
     """Queue ``input`` for agent ``target``'s instance ``id``; the in-code twin of
     ``POST /agents/{name}/{id}/dispatch`` (see ``AgentHarness.dispatch``)."""
     if isinstance(target, AgentHarness):
-        harness = target
-    else:
-        if id is None:
-            raise ConfigurationError("dispatch() needs id= (the agent instance)")
-        harness = await init_agent(target, id=id, name=name, store=store)
-    return await harness.dispatch(
-        input, session=session, idempotency_key=idempotency_key, wait=wait
-    )
+        return await target.dispatch(
+            input, session=session, idempotency_key=idempotency_key, wait=wait
+        )
+    if id is None:
+        raise ConfigurationError("dispatch() needs id= (the agent instance)")
+    async with await init_agent(target, id=id, name=name, store=store) as harness:
+        return await harness.dispatch(
+            input, session=session, idempotency_key=idempotency_key, wait=wait
+        )
