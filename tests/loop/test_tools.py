@@ -714,3 +714,39 @@ async def test_registry_run_lists_known_tools_for_unknown_names() -> None:
     assert (await registry.run("mul", "c1", '{"a": 2, "b": 4}')).output == "8"
     missing = await registry.run("div", "c2", "{}")
     assert missing.output == "Error: unknown tool 'div'; available tools: add, mul"
+
+
+# -- the module split --------------------------------------------------------------------------
+
+
+def test_every_tools_name_is_importable_from_the_facade_and_rawloop() -> None:
+    import importlib
+
+    import rawloop
+    import rawloop.loop.tools as facade
+
+    for name in facade.__all__:
+        value = getattr(facade, name)
+        home = importlib.import_module(
+            next(
+                f"rawloop.loop.{m}"
+                for m in ("tool_def", "tool_run", "tool_registry")
+                if name in importlib.import_module(f"rawloop.loop.{m}").__all__
+            )
+        )
+        assert getattr(home, name) is value, name  # one object, not a copy
+        if name in rawloop.__all__:
+            assert getattr(rawloop, name) is value, name
+    # The ContextVar handlers read is the one run_tool sets.
+    assert (
+        facade.current_call_id is importlib.import_module("rawloop.loop.tool_run").current_call_id
+    )
+
+
+def test_no_module_of_the_loop_layer_is_over_500_lines() -> None:
+    from pathlib import Path
+
+    import rawloop.loop
+
+    for path in Path(rawloop.loop.__file__).parent.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 500, path.name
