@@ -10,6 +10,7 @@ in ``rawloop.replay.server``'s docs.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "unknown_model",
 ]
 
+_MAX_CONVERSATIONS = 4096  # conversations followed; the least recently answered go
 # Request keys that choose the framing of the answer, not what the model is asked.
 _FRAMING_KEYS = ("stream", "stream_options")
 # Responses input items that the model produced (they repeat a previous answer).
@@ -139,6 +141,28 @@ class Matcher:
     def __init__(self, loaded: list[Loaded], ignore: Sequence[str]) -> None:
         self.loaded = loaded
         self.ignore = tuple(ignore)
+        # (trace, conversation id) -> the iteration its next request is at, least recent first
+        self.conversations: OrderedDict[tuple[int, str], int] = OrderedDict()
+
+    def answered(self, match: Match, body: dict[str, Any]) -> None:
+        """Note a success: the request's ``conversation``, if it names one, moves on past it."""
+        name = conversation_id(body)
+        if name is None:
+            return
+        key = (match.loaded.index, name)
+        self.conversations[key] = match.iteration + 1
+        self.conversations.move_to_end(key)
+        if len(self.conversations) > _MAX_CONVERSATIONS:
+            self.conversations.popitem(last=False)
+
+    def after(self, loaded: Loaded, body: dict[str, Any]) -> int | None:
+        """The iteration ``body`` is at by what it follows (``Loaded.follows``, its conversation)."""
+        found = [loaded.follows(body)]
+        name = conversation_id(body)
+        if name is not None:
+            found.append(self.conversations.get((loaded.index, name)))
+        known = [n for n in found if n is not None]
+        return max(known) if known else None
 
     def models(self) -> list[str]:
         """The models the loaded traces name, in load order."""
@@ -170,7 +194,7 @@ class Matcher:
                     return self.group(loaded, exchange.iteration, known)
         for loaded in candidates:
             if loaded.scripted:
-                return script_match(loaded, body)
+                return script_match(loaded, body, self.after(loaded, body))
         model = body.get("model")
         same_model = [
             (loaded, exchange, known)
@@ -184,7 +208,7 @@ class Matcher:
         best: tuple[tuple[int, int, int], Loaded, Exchange, Any] | None = None
         for loaded, exchange, known in same_model:
             theirs = history(dialect, known)
-            after = loaded.follows(body)
+            after = self.after(loaded, body)
             score = (
                 int(after is not None and exchange.iteration == after),
                 common_prefix(theirs, wanted),
@@ -275,13 +299,13 @@ def is_json_answer(exchange: Exchange) -> bool:
 # -- matching helpers --------------------------------------------------------------------------
 
 
-def script_match(loaded: Loaded, body: dict[str, Any]) -> Match | Refusal:
+def script_match(loaded: Loaded, body: dict[str, Any], after: int | None = None) -> Match | Refusal:
     """A script's answer: the iteration is the model turns the request holds (or follows)."""
     iteration = model_turns(loaded.dialect, body)
     previous = body.get("previous_response_id")
     if isinstance(previous, str) and previous in loaded.response_ids:
         iteration += loaded.response_ids[previous] + 1
-    iteration = max(iteration, loaded.follows(body) or 0)
+    iteration = max(iteration, after or 0)
     group = [e for e in loaded.exchanges if e.iteration == iteration]
     if not group:
         last = max(e.iteration for e in loaded.exchanges)
@@ -314,6 +338,14 @@ def parse_body(raw: bytes) -> dict[str, Any] | Refusal:
         message = "you must provide a model parameter (a string)"
         return Refusal(400, message, "missing_required_parameter", "model")
     return body
+
+
+def conversation_id(body: dict[str, Any]) -> str | None:
+    """The Responses ``conversation`` the request belongs to (an id, or an object with one)."""
+    value = body.get("conversation")
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
 
 
 def framing_free(body: Any) -> Any:

@@ -327,7 +327,10 @@ class ReplayServer(Server):
             joined = b"".join(answer.chunks)
             answer.chunks = trim_to(answer.chunks, len(drop_final_blank_line(joined)))
             answer.delays = answer.delays[: len(answer.chunks)]
-        if retry is None and (answer.injected or answer.fail or not succeeded(exchange)):
+        ok = not answer.injected and not answer.fail and succeeded(exchange)
+        if ok:
+            self.matcher.answered(match, body)
+        elif retry is None:
             self._counters[key] = min(attempt + 1, _MAX_ATTEMPT)  # the next one is a retry
             if len(self._counters) > _MAX_COUNTERS:
                 self._counters.popitem(last=False)

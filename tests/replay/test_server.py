@@ -929,3 +929,27 @@ async def test_the_drop_final_blank_line_fault_loses_the_last_event() -> None:
         )
     assert _events(faulty.content) == recorded[:-1]  # response.completed is discarded
     assert _events(whole.content) == recorded  # hostile chunking alone keeps it
+
+
+async def test_a_conversation_moves_on_with_each_answer_it_gets() -> None:
+    trace = Trace.load(ROUNDTRIP)
+    first, second = (e.body for e in trace.exchanges())
+    opening = first_body(ROUNDTRIP)
+    later = {
+        "model": opening["model"],
+        "stream": True,
+        "input": [{"role": "user", "content": "and now?"}],
+    }
+    async with serving(trace) as server, httpx.AsyncClient(verify=TLS) as client:
+
+        async def ask(body: dict[str, Any], conversation: str) -> bytes:
+            answer = await client.post(
+                f"{url(server)}/responses", json={**body, "conversation": {"id": conversation}}
+            )
+            return answer.content
+
+        assert await ask(opening, "conv_a") == first
+        assert await ask(later, "conv_a") == second  # conv_a is past iteration 0 now
+        assert await ask(opening, "conv_b") == first  # another conversation starts afresh
+        assert await ask(later, "conv_b") == second
+    assert server.matcher.conversations == {(0, "conv_a"): 2, (0, "conv_b"): 2}
