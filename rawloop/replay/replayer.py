@@ -172,7 +172,7 @@ def loop_from_trace(
         retries=RetryPolicy(
             max_retries=max(attempts, 3), initial_delay=0.0, max_retry_after=60.0 if rate else 0.0
         ),
-        **body,
+        extra_body=body,  # as recorded: never checked, never taken for a Loop option
     )
 
 
