@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from ..conftest import ScriptedAPI
 from .test_loop import loop_for, text_reply
 
 LOCAL = "http://127.0.0.1:9/v1"
+TRACE = Path(__file__).parents[2] / "traces" / "tool-roundtrip.jsonl"
 
 
 def test_a_misspelt_loop_option_warns_with_the_option_it_resembles() -> None:
@@ -77,3 +80,20 @@ def test_the_lists_match_the_installed_openai_sdk() -> None:
         sdk = set(inspect.signature(create).parameters) - owned - transport
         # A newer SDK may know more (they warn until listed); ours must all exist there.
         assert ours <= sdk, sorted(ours - sdk)
+
+
+def test_a_replayed_body_is_sent_as_recorded_never_taken_for_options(tmp_path: Path) -> None:
+    from rawloop.replay.replayer import loop_from_trace
+    from rawloop.trace.format import Trace
+
+    records = [json.loads(line) for line in TRACE.read_text().splitlines()]
+    for record in records:
+        if record.get("kind") == "request":
+            record["body"].update(top_k=3, hooks=1, read_timeout="x")  # a hostile or odd trace
+    path = tmp_path / "odd.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loop = loop_from_trace(Trace.load(path))
+    assert loop.request_params["top_k"] == 3 and loop.request_params["hooks"] == 1
+    assert loop.timeout.read == 120.0  # the body's read_timeout is a body field, not the option
