@@ -44,7 +44,8 @@ def add_commands(sub: Any) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="a module of @rawloop.tool functions (--live, or a replay gone live); repeatable",
+        help="a module of @rawloop.tool functions (--live, or a replay gone live); it can import "
+        "the modules beside it; repeatable",
     )
     p.add_argument(
         "--hook", action="append", default=[], metavar="FILE", help="a hook module (repeatable)"
@@ -55,7 +56,8 @@ def add_commands(sub: Any) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="a conditional breakpoint: tool=NAME, iteration=N, text=REGEX or error; repeatable",
+        help="a conditional breakpoint: tool=NAME (a warning when the trace has no such tool), "
+        "iteration=N, text=REGEX or error; repeatable",
     )
     p.add_argument("--commands", metavar="FILE", help="read the commands from FILE")
     p.add_argument(
@@ -63,7 +65,7 @@ def add_commands(sub: Any) -> None:
         choices=("stop", "live", "ignore"),
         help="when an edit takes a replay off its recording: end the run there (stop, the "
         "default), go on against --base-url (live, the default with --base-url), or go on "
-        "with the recorded responses (ignore)",
+        "with the recorded responses (ignore); the prompt's after-edit MODE changes it",
     )
     p.add_argument(
         "--max-iterations",
