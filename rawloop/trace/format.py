@@ -10,9 +10,10 @@ is ``rawloop.trace.recorder``.
 from __future__ import annotations
 
 import base64
-import io
+import re
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import orjson
 
 from .._version import __version__
 from ..core.errors import TraceError, TraceFormatError, TraceVersionError
+from .fields import record_problem
 
 __all__ = [
     "FORMAT",
@@ -30,6 +32,7 @@ __all__ = [
     "Trace",
     "chunk_bytes",
     "encode_chunk",
+    "expansion_limit",
 ]
 
 FORMAT = "rawloop-trace"
@@ -123,12 +126,15 @@ class Trace:
         return str(self.header.get("dialect", "responses"))
 
     @classmethod
-    def load(cls, path: str | Path) -> Trace:
+    def load(cls, path: str | Path, *, max_expanded: int | None = None) -> Trace:
         """Read a trace (``.jsonl`` or ``.jsonl.gz``).
 
-        Raises ``TraceFormatError`` naming the line for a bad record and
-        ``TraceVersionError`` for a newer format. A cut last line, what a
-        crash leaves, is dropped with a warning.
+        Raises ``TraceFormatError`` naming the line for a bad record (a field
+        of the wrong type included) and ``TraceVersionError`` for a newer
+        format. A cut last line, what a crash leaves, is dropped with a warning.
+        A ``.jsonl.gz`` may expand to at most ``max_expanded`` bytes (default:
+        ``expansion_limit`` of its size); past that it is refused with a
+        ``TraceFormatError`` before more is decompressed.
         """
         path = Path(path)
         try:
@@ -136,23 +142,22 @@ class Trace:
         except OSError as exc:
             raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from None
         if raw[:2] == b"\x1f\x8b":
-            raw = _gunzip_tolerant(raw)
+            limit = expansion_limit(len(raw)) if max_expanded is None else max_expanded
+            raw = _gunzip_tolerant(raw, limit, str(path))
         return cls.parse(raw, str(path))
 
     @classmethod
     def parse(cls, raw: bytes, path: str = "<trace>") -> Trace:
         """Parse the bytes of a trace file (see ``load``)."""
-        lines = raw.split(b"\n")
-        trailing_cut = bool(lines and lines[-1].strip())
         load_warnings: list[str] = []
         records: list[Record] = []
-        for number, line in enumerate(lines, start=1):
+        for number, line, last in _lines(raw):
             if not line.strip():
                 continue
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                if trailing_cut and number == len(lines):
+                if last:
                     message = f"{path}: line {number} is cut short (a crash mid-write?); ignored"
                     load_warnings.append(message)
                     warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -167,6 +172,7 @@ class Trace:
             raise TraceFormatError(f"{path}: the file is empty (a trace starts with a header line)")
         if not records or records[0].kind != "header":
             raise TraceFormatError(f"{path}: the first record must be the header", line=1)
+        _check_record(records[0], path)
         header = records.pop(0).data
         if header.get("format") != FORMAT:
             raise TraceFormatError(
@@ -228,48 +234,66 @@ class Trace:
         return b"\n".join(lines) + b"\n"
 
 
-_REQUIRED = {
-    "request": ("iteration", "attempt", "body"),
-    "response": ("iteration", "attempt", "status"),
-    "chunk": ("iteration", "attempt"),
-    "decision": ("iteration", "turn"),
-    "result": ("iteration", "call_id", "output"),
-    "edit": ("iteration", "patch"),
-    "end": ("stop_reason",),
-}
-
-
 def _check_record(record: Record, path: str) -> None:
-    for name in _REQUIRED.get(record.kind, ()):
-        if name not in record.data:
-            raise TraceFormatError(
-                f"{path}: {record.kind} record has no {name!r}", line=record.line
-            )
-    if record.kind == "chunk":
-        if "text" not in record.data and "b64" not in record.data:
-            raise TraceFormatError(
-                f"{path}: chunk record has neither 'text' nor 'b64'", line=record.line
-            )
-        if "b64" in record.data:
-            try:
-                base64.b64decode(record.data["b64"], validate=True)
-            except ValueError:
-                raise TraceFormatError(
-                    f"{path}: chunk 'b64' is not base64", line=record.line
-                ) from None
+    problem = record_problem(record.kind, record.data)
+    if problem is not None:
+        raise TraceFormatError(f"{path}: {problem}", line=record.line)
 
 
-def _gunzip_tolerant(raw: bytes) -> bytes:
-    """Decompress what a killed writer left: everything up to the last flush."""
-    out = io.BytesIO()
+#: What any ``.jsonl.gz`` may expand to, and how far past it a small file may go.
+_EXPAND_FLOOR = 64 * 1024 * 1024
+_EXPAND_RATIO = 100
+_EXPAND_CEILING = 1024 * 1024 * 1024
+
+
+def expansion_limit(compressed_size: int) -> int:
+    """The default cap on a ``.jsonl.gz`` trace's decompressed size.
+
+    64 MiB, or 100 times the compressed size when that is more, and never over
+    1 GiB: JSON traces compress about 10 to 20 times, so only a file built to
+    expand (a "zip bomb") meets it.
+    """
+    return min(_EXPAND_CEILING, max(_EXPAND_FLOOR, _EXPAND_RATIO * compressed_size))
+
+
+def _gunzip_tolerant(raw: bytes, limit: int, path: str) -> bytes:
+    """Decompress what a killed writer left: everything up to the last flush.
+
+    Decompresses a bounded piece at a time and refuses with ``TraceFormatError``
+    as soon as the output would pass ``limit`` bytes.
+    """
+    out = bytearray()
     data = raw
     while data:
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            out.write(decompressor.decompress(data))
+            while data and not decompressor.eof:
+                room = limit - len(out)
+                out += decompressor.decompress(data, min(room + 1, 1 << 20))
+                if len(out) > limit:
+                    raise TraceFormatError(
+                        f"{path}: expands to more than {limit} bytes when decompressed; "
+                        "refused (pass a larger max_expanded to read it)"
+                    )
+                data = decompressor.unconsumed_tail
         except zlib.error:
             break
         if not decompressor.eof:
             break  # truncated member: keep what came out
         data = decompressor.unused_data
-    return out.getvalue()
+    return bytes(out)
+
+
+_NON_BLANK = re.compile(rb"[^\n]+")
+
+
+def _lines(raw: bytes) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line, is it the last line without a newline) for each non-empty line.
+
+    Runs of empty lines cost nothing: a file of only newlines makes no objects.
+    """
+    number, pos = 1, 0
+    for match in _NON_BLANK.finditer(raw):
+        number += raw.count(b"\n", pos, match.start())
+        pos = match.start()
+        yield number, match.group(), match.end() == len(raw)

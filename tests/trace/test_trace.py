@@ -290,3 +290,87 @@ def test_a_killed_recorder_leaves_a_readable_prefix(tmp_path: Path) -> None:
 def test_an_empty_file_says_so() -> None:
     with pytest.raises(TraceFormatError, match="the file is empty"):
         Trace.parse(b"")
+
+
+# -- field types and sizes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        ({"kind": "request", "iteration": "0", "attempt": 0, "body": {}}, "iteration is string"),
+        ({"kind": "request", "iteration": 0, "attempt": -1, "body": {}}, "attempt is integer"),
+        ({"kind": "request", "iteration": 0, "attempt": 0, "body": []}, "body is array"),
+        (
+            {"kind": "request", "iteration": 0, "attempt": 0, "body": {}, "headers": {"a": 1}},
+            "headers is object",
+        ),
+        ({"kind": "response", "iteration": 0, "attempt": 0, "status": "200"}, "status is string"),
+        ({"kind": "response", "iteration": 0, "attempt": 0, "status": True}, "status is boolean"),
+        ({"kind": "chunk", "iteration": 0, "attempt": 0, "text": 5}, "text is integer"),
+        ({"kind": "chunk", "iteration": 0, "attempt": 0, "b64": ["x"]}, "b64 is array"),
+        ({"kind": "decision", "iteration": 0, "turn": "t"}, "turn is string"),
+        ({"kind": "decision", "iteration": 0, "turn": {"text": 3}}, "turn.text is integer"),
+        (
+            {"kind": "decision", "iteration": 0, "turn": {"calls": [{"name": ["f"]}]}},
+            "turn.calls[0].name is array",
+        ),
+        ({"kind": "decision", "iteration": 0, "turn": {"output": [1]}}, "turn.output[0]"),
+        ({"kind": "result", "iteration": 0, "call_id": 7, "output": "x"}, "call_id is integer"),
+        ({"kind": "edit", "iteration": 0, "patch": [{"op": "add"}]}, "patch is array"),
+        ({"kind": "edit", "iteration": 0, "patch": {"op": "add"}}, "patch is object"),
+        ({"kind": "handoff", "iteration": 0, "to_model": 4}, "to_model is integer"),
+        ({"kind": "error", "where": "request", "message": {}}, "message is object"),
+        ({"kind": "end", "stop_reason": None}, "stop_reason is null"),
+        ({"kind": "end", "stop_reason": "x", "usage": 3}, "usage is integer"),
+        ({"kind": "end", "stop_reason": "x", "withheld": "/a"}, "withheld is string"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_naming_the_line(
+    record: dict[str, Any], words: str
+) -> None:
+    good = b'{"kind":"end","stop_reason":"completed"}\n'
+    with pytest.raises(TraceFormatError) as info:
+        Trace.parse(HEADER + good + json.dumps(record).encode() + b"\n")
+    assert info.value.line == 3
+    assert words in str(info.value) and str(info.value).startswith("line 3: ")
+
+
+def test_a_header_of_the_wrong_type_is_refused() -> None:
+    bad = b'{"kind":"header","format":"rawloop-trace","version":1,"dialect":"soap"}\n'
+    with pytest.raises(TraceFormatError, match=r"line 1: .*dialect"):
+        Trace.parse(bad)
+    with pytest.raises(TraceFormatError, match=r"line 1: .*metadata is array"):
+        Trace.parse(HEADER[:-2] + b',"metadata":[]}\n')
+
+
+def test_records_of_every_bundled_trace_pass_the_checks() -> None:
+    for path in sorted((Path(__file__).parents[2] / "traces").glob("*.jsonl")):
+        assert Trace.load(path).records, path
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.jsonl.gz"
+    # 100 MiB of newlines in about 100 KB: one gzip member repeated (a valid file).
+    member = gzip.compress(b"\n" * (1 << 20), compresslevel=9)
+    path.write_bytes(gzip.compress(HEADER) + member * 100)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(TraceFormatError, match="expands to more than"):
+        Trace.load(path)
+    # A caller who knows the file may raise the cap; a small one refuses earlier.
+    with pytest.raises(TraceFormatError, match="more than 1000 bytes"):
+        Trace.load(path, max_expanded=1000)
+
+
+def test_a_file_of_newlines_costs_no_object_per_line() -> None:
+    import tracemalloc
+
+    raw = HEADER + b"\n" * (8 << 20) + b'{"kind":"end","stop_reason":"ok"}\n'
+    tracemalloc.start()
+    try:
+        trace = Trace.parse(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert trace.records[0].line == (8 << 20) + 2
+    assert peak < 4 << 20, f"{peak} bytes to parse 8 MiB of newlines"
