@@ -159,3 +159,28 @@ async def test_bad_input_exits_2_and_names_the_line(
     not_a_trace.write_bytes(b'{"kind": "header", "format": "something-else"}\n')
     assert main(["show", str(not_a_trace)]) == 2
     assert "not a rawloop trace" in capsys.readouterr().err
+
+
+# -- the last resort ----------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_line_asking_for_a_report_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rawloop.cli import trace_commands
+
+    key = "sk-proj-" + "A1b2C3d4" * 6
+
+    def broken(args: object) -> int:
+        raise KeyError(f"boom with {key}\nsecond line \x1b[31mred")
+
+    monkeypatch.setattr(trace_commands, "_cmd_parse", broken)
+    status = main(["parse", str(CORPUS / "responses-function-call-1.sse")])
+    captured = capsys.readouterr()
+    assert status == 2  # never 1, which means "diverged"
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rawloop: internal error: KeyError")
+    assert "bug" in lines[0] and "report" in lines[0]
+    assert "Traceback" not in captured.err and key not in captured.err
+    assert "\x1b" not in captured.err
