@@ -16,8 +16,8 @@ gen_ai_latest_experimental`` asks instrumentations for):
 ``invoke_agent {agent_name}`` (INTERNAL)
     One per run, a child of whatever span is current when the run starts. At
     the end it holds the run's token totals, ``rawloop.stop_reason`` and
-    ``rawloop.iterations``, ``gen_ai.fallback.used`` (a fallback model
-    answered a call), the cost ``rawloop.usage.cost_usd`` when ``prices``
+    ``rawloop.iterations``, ``gen_ai.fallback.used`` (true, only when a
+    fallback model answered a call), the cost ``rawloop.usage.cost_usd`` when ``prices``
     are given, and ``error.type`` if the run failed.
 ``chat {model}`` (CLIENT)
     One per iteration, a child of the run span. It covers every attempt of
@@ -304,7 +304,8 @@ class OTelHook:
         set_int(span, "gen_ai.usage.output_tokens", usage.get("output_tokens"))
         span.set_attribute("rawloop.stop_reason", info.stop_reason)
         span.set_attribute("rawloop.iterations", info.iterations)
-        span.set_attribute("gen_ai.fallback.used", run.fallback_used)
+        if run.fallback_used:
+            span.set_attribute("gen_ai.fallback.used", True)
         if run.priced:
             span.set_attribute(COST_ATTRIBUTE, round(run.cost, 10))
         if error is not None:

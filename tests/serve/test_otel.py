@@ -168,7 +168,6 @@ async def test_a_two_turn_tool_run(otel: Telemetry) -> None:
         "gen_ai.usage.output_tokens": 23 + 18,
         "rawloop.stop_reason": "completed",
         "rawloop.iterations": 2,
-        "gen_ai.fallback.used": False,
     }
     for child in (first, second, call):
         assert parent_of(child) == span_id(run)
@@ -368,7 +367,7 @@ async def test_no_fallback_and_the_cost_when_prices_are_given(otel: Telemetry) -
     result = await make_loop(api).run(QUESTION, hooks=[otel.hook(prices=prices)])
     chats = sorted(otel.named("chat"), key=start)
     run = attrs(otel.one("invoke_agent"))
-    assert run["gen_ai.fallback.used"] is False
+    assert "gen_ai.fallback.used" not in run  # set only when a fallback answered
     assert all("gen_ai.fallback.used" not in attrs(c) for c in chats)
     costs = [attrs(c)["rawloop.usage.cost_usd"] for c in chats]
     expected = [
