@@ -209,7 +209,9 @@ async def test_one_client_gets_at_most_its_share_of_connections() -> None:
             for _ in range(100):
                 again = await anyio.connect_tcp("127.0.0.1", port, local_host="127.0.0.2")
                 async with again:
-                    await again.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nq")
+                    await again.send(
+                        b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\nq"
+                    )
                     reply = await until_closed(again)
                 if not reply.startswith(b"HTTP/1.1 503"):
                     break
