@@ -11,7 +11,7 @@ __all__ = ["add_commands"]
 def _cmd_to_test(args: argparse.Namespace) -> int:
     from ..capture.to_test import command
 
-    return command(args.trace, args.output, line_length=args.line_length)
+    return command(args.trace, args.output, line_length=args.line_length, tools=args.tools)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -31,6 +31,14 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--line-length", type=int, default=88, metavar="N", help="wrap at N columns (default 88)"
+    )
+    p.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="run these @rawloop.tool functions live in the test and assert their outputs "
+        "against the ones the run sent (a result corrected in `rawloop step` is expected)",
     )
     p.set_defaults(func=_cmd_to_test)
 

@@ -22,7 +22,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from ..loop.tool_files import load_module, tools_in
     from ..replay.capture_replay import is_capture
     from ..replay.chunking import CHUNKINGS
-    from ..replay.replayer import loop_from_trace, replay
+    from ..replay.replayer import replay
     from ..trace.recorder import TraceRecorder
     from ..trace.show import render
 
@@ -43,8 +43,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         recorder = TraceRecorder(out, metadata={"replay_of": str(args.trace)})
 
         async def go() -> Any:
-            loop = loop_from_trace(trace, rate=args.rate, tools=tools) if tools else None
             common: dict[str, Any] = {
+                "tools": tools,
                 "rate": args.rate,
                 "chunking": args.chunking,
                 "seed": args.seed,
@@ -55,8 +55,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             if args.server:
                 from ..replay.server import replay_over_http
 
-                return await replay_over_http(trace, loop, **common)
-            return await replay(trace, loop, on_divergence=args.on_divergence, **common)
+                return await replay_over_http(trace, **common)
+            return await replay(trace, on_divergence=args.on_divergence, **common)
 
         report = anyio.run(go)
         recorder.close()

@@ -291,6 +291,7 @@ class LoopRun:
         self.state = loop._initial_state(input)
         self.turns: list[Turn] = []
         self.results: list[ToolResult] = []
+        self._unsent = 0  # how many of ``results`` (the last ones) are not sent yet
         self.result: RunResult | None = None
         self._steps = self._run()
 
@@ -390,6 +391,9 @@ class LoopRun:
 
     def _flush_results(self) -> None:
         state = self.state
+        # The run's results are what is sent: a breakpoint may have changed them.
+        self.results[len(self.results) - self._unsent :] = state.results
+        self._unsent = 0
         if state.results:
             pairs = [(r.call_id, r.output) for r in state.results]
             state.input.extend(self.loop.dialect.tool_outputs(pairs))
@@ -407,6 +411,7 @@ class LoopRun:
             iteration=state.iteration,
         )
         self.results.extend(done)
+        self._unsent = len(done)
         for result in done:
             await self.hooks.emit(
                 "on_result", ResultInfo(state.iteration, result), iteration=state.iteration

@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 
 from ..core import patch
+from ..core.conversation import conversation, tool_outputs
 from ..core.errors import RawloopError, ReplayDivergence, ReplayError
 from ..core.jsondiff import first_difference
 from ..core.turn import FunctionCall
 from ..loop.loop import Loop
 from ..loop.retry import RetryPolicy
 from ..loop.state import LoopState, RunResult
-from ..loop.tools import StopLoop, Tool, ToolResult
+from ..loop.tools import StopLoop, Tool, ToolResult, run_tool
 from ..trace.format import Exchange, Trace
 from .capture_replay import is_capture, replay_as_sent
 from .faults import Fault
@@ -41,10 +42,13 @@ __all__ = [
     "ReplayTransport",
     "Replayer",
     "Responder",
+    "expected_outputs",
     "first_input",
     "judge",
+    "live_runner",
     "loop_from_trace",
     "replay",
+    "tool_differences",
 ]
 
 # Stop reasons a replayed loop reaches by itself; any other came from a hook.
@@ -87,9 +91,14 @@ class Replayer:
     Use it as a hook (it re-applies recorded breakpoint edits, and stops where
     a hook stopped the recording) and as ``Loop.tool_runner`` (``run_tool``
     answers each call with its recorded result).
+
+    With ``live_tools`` the real tools answer, and recorded edits of the tool
+    results are not applied over their outputs: a result corrected at a
+    breakpoint is what the live tool must now return, not a mask over it.
     """
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, *, live_tools: bool = False) -> None:
+        self.live_tools = live_tools
         self.edits = trace.edits()
         self.results = trace.results()
         end = trace.end() or {}
@@ -100,6 +109,8 @@ class Replayer:
         # Iteration 0's edits are already in the recorded first request, which
         # is where a replay starts from: applying them again would double them.
         ops = self.edits.get(state.iteration) if state.iteration else None
+        if ops and self.live_tools:
+            ops = [op for op in ops if not _touches_results(op)]
         if ops:
             state.update_from(patch.apply(state.to_dict(), ops))
         if (
@@ -129,6 +140,41 @@ class Replayer:
             error=error,
             duration=float(recorded.get("duration", 0.0)),
         )
+
+
+def _touches_results(op: dict[str, Any]) -> bool:
+    paths = (op.get("path"), op.get("from"))
+    return any(isinstance(p, str) and (p == "/results" or p.startswith("/results/")) for p in paths)
+
+
+def live_runner(tools: Iterable[Tool[..., Any]], *, timeout: float | None = None) -> Any:
+    """A ``Loop.tool_runner`` running ``tools``' handlers, whatever definitions the model saw."""
+    registry = {t.name: t for t in tools}
+    known = list(registry)
+
+    async def run(call: FunctionCall) -> ToolResult:
+        tool = registry.get(call.name)
+        return await run_tool(
+            tool, call.name, call.call_id, call.arguments, timeout=timeout, known=known
+        )
+
+    return run
+
+
+def expected_outputs(trace: Trace) -> dict[str, Any]:
+    """Each call's tool output as the run sent it, by call id.
+
+    The recorded ``result`` records, overridden by what the next requests
+    carried: a result corrected at a breakpoint (``rawloop step``'s ``result``)
+    is recorded as the tool returned it and sent as corrected. The corrected
+    value is the expected one.
+    """
+    out: dict[str, Any] = {k: r.get("output") for k, r in trace.results().items()}
+    for exchange in trace.exchanges():
+        body = exchange.request.get("body")
+        if isinstance(body, dict):
+            out.update(tool_outputs(trace.dialect, conversation(trace.dialect, body)))
+    return out
 
 
 def loop_from_trace(
@@ -214,13 +260,17 @@ async def replay(
     hooks: Iterable[Any] = (),
     http_client: httpx.AsyncClient | None = None,
     as_sent: bool | None = None,
+    tools: Iterable[Tool[..., Any]] = (),
 ) -> ReplayReport:
     """Run ``trace`` end to end through a loop and compare it with the recording.
 
-    Without ``loop``, one is built from the trace; a given one is copied, so
-    it stays as it was. Tool results come from the trace unless
-    ``live_tools`` (then the real handlers run and differing outputs are
-    listed in ``tool_differences``). ``hooks`` see the replayed run.
+    Without ``loop``, one is built from the trace (``tools``: the handlers that
+    ``live_tools`` runs, under the recorded definitions); a given one is
+    copied, so it stays as it was. Tool results come from the trace unless ``live_tools``:
+    then the real handlers run, recorded edits of the results are not applied
+    over their outputs, and each output that differs from the one the run
+    sent (``expected_outputs``: a corrected result counts as corrected) is
+    listed in ``tool_differences``. ``hooks`` see the replayed run.
 
     The answers come from an in-process ``ReplayTransport`` (``rate``,
     ``chunking``, ``seed``, ``faults``, ``on_divergence``, ``ignore``: see
@@ -264,16 +314,22 @@ async def replay(
             on_divergence=on_divergence,
         )
         client = httpx.AsyncClient(transport=transport)
+    tools = list(tools)
     if loop is None:
-        loop = loop_from_trace(trace, http_client=client, rate=rate)
+        # Live tools answer under the recorded definitions: only their handlers are new.
+        loop = loop_from_trace(
+            trace, http_client=client, rate=rate, tools=() if live_tools else tools
+        )
     else:
         loop = copy.copy(loop)
         loop.http_client = client
     if http_client is not None and str(http_client.base_url):
         loop.base_url = str(http_client.base_url).rstrip("/")
-    replayer = Replayer(trace)
+    replayer = Replayer(trace, live_tools=live_tools)
     if not live_tools:
         loop.tool_runner = replayer.run_tool
+    elif tools:
+        loop.tool_runner = live_runner(tools, timeout=loop.tool_timeout)
     report = ReplayReport("identical")
     try:
         report.result = await loop.run(first_input(trace, loop), hooks=[replayer, *hooks])
@@ -291,7 +347,19 @@ async def replay(
         report.unconsumed = transport.responder.unconsumed()
     if report.verdict == "identical":
         judge(report, trace, live_tools)
+    elif live_tools and report.result is not None:
+        report.tool_differences = tool_differences(report.result, trace)
     return report
+
+
+def tool_differences(result: RunResult, trace: Trace) -> list[dict[str, Any]]:
+    """The live tool outputs that differ from the ones the recorded run sent."""
+    expected = expected_outputs(trace)
+    return [
+        {"call_id": r.call_id, "name": r.name, "recorded": expected[r.call_id], "actual": r.output}
+        for r in result.results
+        if r.call_id in expected and expected[r.call_id] != r.output
+    ]
 
 
 def judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
@@ -299,18 +367,7 @@ def judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
     result = report.result
     assert result is not None
     if live_tools:
-        recorded = trace.results()
-        for r in result.results:
-            before = recorded.get(r.call_id)
-            if before is not None and before.get("output") != r.output:
-                report.tool_differences.append(
-                    {
-                        "call_id": r.call_id,
-                        "name": r.name,
-                        "recorded": before.get("output"),
-                        "actual": r.output,
-                    }
-                )
+        report.tool_differences = tool_differences(result, trace)
     if report.divergences:
         report.verdict, report.divergence = "diverged", report.divergences[0]
         return

@@ -243,6 +243,8 @@ def hostile_trace(path: Path, name: str, text: str, output: str, argument: str) 
             record["turn"]["text"] = text
         if record["kind"] == "result":
             record["name"], record["output"] = name, output
+        if record["kind"] == "request" and record["iteration"] == 1:
+            record["body"]["input"][2]["output"] = output  # what the run sent
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
