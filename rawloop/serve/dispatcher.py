@@ -6,7 +6,10 @@ same dispatch for a re-sent idempotency key) before the caller answers 202.
 turn of the instance's session (``run_turn``), renewing its lease while it
 runs. A worker that loses its lease (it was too slow to renew, and another
 worker took the dispatch over) cancels its run, so only one run's outcome
-is ever recorded. Work accepted by a process that died is claimed again
+is ever recorded: a turn is stored only while its worker still holds the
+dispatch, and an attempt that finds the turn of an earlier one (whose worker
+died between storing it and saying so) answers from it instead of running
+again. Work accepted by a process that died is claimed again
 after a restart: at once when it was still queued, once its lease ran out
 when it was running.
 
@@ -43,13 +46,17 @@ from .sessions import DEFAULT_SESSION
 from .store import DEFAULT_LEASE, Dispatch, DispatchRequest, SessionKey, SessionStore
 from .turns import run_turn
 
-__all__ = ["Dispatcher", "RunTokenLost", "UnknownAgent", "message_of"]
+__all__ = ["Dispatcher", "RunFailed", "RunTokenLost", "UnknownAgent", "message_of"]
 
 logger = logging.getLogger("rawloop.http")
 
 
 class RunTokenLost(RawloopError):
     """A dispatch needs the run token it came with, which a restart lost (tokens are never stored)."""
+
+
+class RunFailed(RawloopError):
+    """An earlier attempt of a dispatch stored a failed turn before its worker died."""
 
 
 class UnknownAgent(RawloopError):
@@ -161,36 +168,75 @@ class Dispatcher:
             return
         with anyio.CancelScope(shield=True):
             if "result" in outcome:
-                await self.store.complete(dispatch_id, worker, transcript(outcome["result"]))
+                result = outcome["result"]
+                document = result if isinstance(result, dict) else transcript(result)
+                await self.store.complete(dispatch_id, worker, document)
             else:
                 error: Exception = outcome["error"]
                 logger.warning("rawloop.http: dispatch %s failed: %s", dispatch_id, error)
                 await self.store.fail(dispatch_id, worker, failure(error)["error"])
 
-    async def _execute(self, dispatch: Dispatch) -> RunResult:
+    async def _execute(self, dispatch: Dispatch) -> RunResult | dict[str, Any]:
         request = dispatch.request
+        key = SessionKey(request.agent, request.id, request.session or DEFAULT_SESSION)
+        if dispatch.attempts > 1:
+            # An earlier attempt may have stored its turn and died before saying so.
+            stored = await self._stored_outcome(dispatch, key)
+            if stored is not None:
+                return stored
         token = self._tokens.pop(dispatch.dispatch_id, None)
         if request.needs_token and token is None:
             raise RunTokenLost(
                 f"dispatch {dispatch.dispatch_id} came with a run token, which is kept in "
                 "memory only and was lost in a restart: send it again with a new idempotency key"
             )
-        session = request.session or DEFAULT_SESSION
-        context = AgentContext(request.agent, request.id, session, payload=request.input)
+        context = AgentContext(request.agent, request.id, key.name, payload=request.input)
         loop = await self.agents.loop_for(context)
         if loop is None:
             raise UnknownAgent(f"no agent named {request.agent!r}")
         hooks = list(self.hooks)
-        key = SessionKey(request.agent, request.id, session)
         message = message_of(request.input)
+        worker = self.worker_id
+
+        async def still_ours() -> bool:
+            # Store the turn only while this worker holds the dispatch.
+            return await self.store.renew(dispatch.dispatch_id, worker, lease=self.lease)
+
+        options: dict[str, Any] = {
+            "hooks": hooks,
+            "lock_lease": self.lease,
+            "turn_metadata": {"dispatch_id": dispatch.dispatch_id},
+            "keep": still_ours,
+        }
         if request.proxy_url:
             if self.forward_trace:
                 hooks.append(TraceForwarder(request.proxy_url, token))
             with remote_session(request.proxy_url, token):
-                return await run_turn(
-                    self.store, loop, key, message, hooks=hooks, lock_lease=self.lease
-                )
-        return await run_turn(self.store, loop, key, message, hooks=hooks, lock_lease=self.lease)
+                return await run_turn(self.store, loop, key, message, **options)
+        return await run_turn(self.store, loop, key, message, **options)
+
+    async def _stored_outcome(self, dispatch: Dispatch, key: SessionKey) -> dict[str, Any] | None:
+        """The answer of an attempt whose turn was stored, or ``None`` when none was."""
+        turns = await self.store.turns(key)
+        for position, turn in enumerate(turns):
+            if turn.metadata.get("dispatch_id") != dispatch.dispatch_id:
+                continue
+            if turn.metadata.get("error"):
+                raise RunFailed(f"an earlier attempt failed: {turn.metadata['error']}")
+            items = [item for t in turns[: position + 1] for item in t.items]
+            usage = turn.metadata.get("usage") or {}
+            return {
+                "final_response": turn.metadata.get("text") or "",
+                "messages": items,
+                "metadata": {
+                    "model": turn.metadata.get("model"),
+                    "total_input_tokens": usage.get("input_tokens", 0),
+                    "total_output_tokens": usage.get("output_tokens", 0),
+                    "stop_reason": turn.metadata.get("stop_reason"),
+                    "recovered": True,
+                },
+            }
+        return None
 
 
 def _with_token_flag(request: DispatchRequest, token: str | None) -> DispatchRequest:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,10 @@ def encode_run(
         for r in records
     ]
     end = next((r for r in reversed(records) if r.get("kind") == "end"), None)
+    decision = next((r for r in reversed(records) if r.get("kind") == "decision"), None)
     meta = dict(metadata or {})
+    if decision is not None and isinstance(decision.get("turn"), Mapping):
+        meta.setdefault("text", decision["turn"].get("text"))
     if end is not None:
         meta.setdefault("stop_reason", end.get("stop_reason"))
         meta.setdefault("usage", end.get("usage"))
@@ -187,13 +190,17 @@ async def run_turn(
     hooks: Iterable[Any] = (),
     metadata: Mapping[str, Any] | None = None,
     lock_lease: float = DEFAULT_LEASE,
+    turn_metadata: Mapping[str, Any] | None = None,
+    keep: Callable[[], Awaitable[bool]] | None = None,
 ) -> RunResult:
     """One turn of session ``key``: lock it, run ``loop`` on its history and ``message``, store it.
 
     The turn is stored however the run ends (an error or a cancellation
     included) once it sent a request. Raises ``SessionFull`` before running
     when the session holds its most turns. ``lock_lease``: seconds before the
-    lock of a process that died is taken over.
+    lock of a process that died is taken over. ``turn_metadata`` goes into the
+    stored turn's metadata; ``keep()``, when given, is asked before storing and
+    a false answer drops the turn (a dispatch whose lease another worker took).
     """
     async with store.lock(key, lease=lock_lease):
         info = await store.session(key)
@@ -217,7 +224,7 @@ async def run_turn(
                         records,
                         before,
                         instructions=loop.instructions,
-                        metadata={"model": loop.model},
+                        metadata={"model": loop.model, **(turn_metadata or {})},
                     )
-                    if turn is not None:
+                    if turn is not None and (keep is None or await keep()):
                         await store.append_turn(key, turn)

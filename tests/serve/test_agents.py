@@ -35,6 +35,7 @@ from rawloop.replay.replayer import replay
 from rawloop.serve.app import app
 from rawloop.serve.command import check_before_serving, serve_agent
 from rawloop.serve.dispatcher import message_of
+from rawloop.serve.store import NewTurn
 from rawloop.trace.format import Trace
 
 from ..conftest import ScriptedAPI
@@ -214,6 +215,29 @@ async def test_dispatch_in_code_runs_once_per_idempotency_key(tmp_path: Path) ->
     assert done.status == "done" and done.result["final_response"] == "handled"
     assert await harness.drain() == []
     assert api.bodies[0]["input"] == [{"role": "user", "content": '{"event":"paid"}'}]
+    await harness.aclose()
+
+
+async def test_a_retried_dispatch_answers_from_the_turn_an_earlier_attempt_stored(
+    tmp_path: Path,
+) -> None:
+    api = ScriptedAPI([])  # the model must not be asked again
+    loop = Loop("gpt-5.5", http_client=api.client(), retries=quiet())
+    harness = await init_agent(loop, name="hooks", id="acct", store=tmp_path / "s.db")
+    receipt = await harness.dispatch("pay")
+    # A worker claims it, stores the turn, and dies before marking it done.
+    assert (await harness.store.claim("dead", lease=0)) is not None
+    said = [{"role": "user", "content": "pay"}, {"role": "assistant", "content": "paid"}]
+    await harness.store.append_turn(
+        SessionKey("hooks", "acct"),
+        NewTurn(items=said, metadata={"dispatch_id": receipt.dispatch_id, "text": "paid"}),
+    )
+    (done,) = await harness.drain()
+    assert (done.status, done.attempts) == ("done", 2)
+    assert done.result["final_response"] == "paid"
+    assert done.result["messages"] == said
+    assert api.requests == []
+    assert len(await harness.store.turns(SessionKey("hooks", "acct"))) == 1
     await harness.aclose()
 
 
