@@ -126,7 +126,7 @@ def test_save_mid_run_marks_a_fork_that_show_and_replay_read_as_such(
     assert code == 0
     assert f"to {fork} (a fork at iteration 1, replay it: rawloop replay {fork})" in out
     assert Trace.load(fork).end()["stop_reason"] == "saved-fork"  # type: ignore[index]
-    assert main(["show", str(fork), "--no-pager"] if _has_no_pager() else ["show", str(fork)]) == 0
+    assert main(["show", str(fork), "--no-pager"]) == 0
     shown = capsys.readouterr().out
     assert "end: saved-fork, 1 iteration" in shown
     assert "NO END RECORD" not in shown
@@ -150,14 +150,6 @@ def test_save_before_any_request_says_why_not(tmp_path: Path) -> None:
         with pytest.raises(StepError, match="no request has been sent"):
             dbg.save(tmp_path / "empty.jsonl")
     assert not (tmp_path / "empty.jsonl").exists()
-
-
-def _has_no_pager() -> bool:
-    import contextlib
-
-    with contextlib.redirect_stdout(io.StringIO()) as help_text, contextlib.suppress(SystemExit):
-        main(["show", "--help"])
-    return "--no-pager" in help_text.getvalue()
 
 
 # -- startup: a prompt given as a trace, a tool breakpoint that cannot fire ---------------------------
