@@ -95,3 +95,17 @@ async def test_fast_tools_are_not_reported_and_the_warning_can_be_turned_off() -
         result = await loop.run("x")
         assert [r.output for r in result.results] == ["ok", "ok"]
         assert errors.seen == []
+
+
+async def test_the_parallel_tools_replay_with_a_dropped_event_ends_in_a_typed_divergence() -> None:
+    from pathlib import Path
+
+    from rawloop.replay.replayer import replay
+
+    trace = Path(__file__).parents[2] / "traces" / "parallel-tools.jsonl"
+    # The dropped event loses a call's name: the runner refuses it, inside the task group.
+    report = await replay(trace, faults=["iter=0:drop-event=1"])
+    assert isinstance(report.error, ReplayDivergence) or isinstance(
+        report.divergence, ReplayDivergence
+    ), report
+    assert "ExceptionGroup" not in str(report)
