@@ -9,6 +9,7 @@ bounded by ``fail_after`` and by its counts; none asserts a duration.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,8 @@ import anyio.abc
 import h11
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rawloop.replay.loopback import Connection, serve_connection, serve_listener
 
@@ -219,3 +222,37 @@ async def test_one_client_gets_at_most_its_share_of_connections() -> None:
             assert reply.startswith(b"HTTP/1.1 200 OK")
     assert refused.startswith(b"HTTP/1.1 503 Service Unavailable")
     assert response.status_code == 200
+
+
+REQUEST = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+
+
+async def exchange_in_pieces(port: int, pieces: list[bytes]) -> bytes:
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    async with stream:
+        for piece in pieces:
+            await stream.send(piece)
+            await anyio.sleep(0)
+        received = b""
+        while received.count(b'"size":5}') < 2:  # both answers, whole
+            received += await stream.receive()
+        return received
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cuts=st.lists(st.integers(0, 2 * len(REQUEST)), max_size=8))
+def test_two_pipelined_requests_cut_anywhere_are_both_answered(cuts: list[int]) -> None:
+    data = REQUEST * 2
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    pieces = [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+    async def main() -> bytes:
+        limits = Limits(timeout=5.0, head_timeout=5.0)
+        with anyio.fail_after(BOUND):
+            async with server(limits) as port:
+                return await exchange_in_pieces(port, pieces)
+
+    received = anyio.run(main)
+    assert received.count(b"HTTP/1.1 200 OK") == 2
