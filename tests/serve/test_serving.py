@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from rawloop.client import AgentClient
+from rawloop.client import AgentClient, AgentClientError
 from rawloop.loop.loop import Loop
 from rawloop.serve.app import app
 from rawloop.serve.asgi import Receive, Scope, Send, read_body, send_json
@@ -270,3 +270,23 @@ async def test_a_durable_dispatch_keeps_the_run_token_in_memory_only(tmp_path: P
     assert token.encode() not in (tmp_path / "s.db").read_bytes()
     for extra in tmp_path.glob("s.db-*"):  # the WAL too
         assert token.encode() not in extra.read_bytes()
+
+
+async def test_the_client_streams_events_over_sse(tmp_path: Path) -> None:
+    async with model_server(script()) as model:
+        asgi = app({"bot": bot(model), "default": bot(model)}, store=tmp_path / "s.db")
+        async with uvicorn_thread(asgi) as base, AgentClient(base) as client:
+            streamed = [e async for e in client.stream("bot", "u1", "hi", session="s")]
+            chatted = [e async for e in client.chat("hello")]
+            ran = await client.run("do it")
+            with pytest.raises(AgentClientError) as refused:
+                await client.prompt("nobody", "u1", "hi")
+            with pytest.raises(AgentClientError) as missing:
+                await client.status("dsp_nothing")
+    assert [name for name, _ in streamed][-1] == "done"
+    assert "".join(d["text"] for name, d in streamed if name == "text") == "answer 0"
+    assert streamed[-1][1]["session"] == {"agent": "bot", "id": "u1", "name": "s"}
+    assert chatted[-1] == ("done", chatted[-1][1]) and chatted[-1][1]["text"] == "answer 0"
+    assert ran["final_response"] == "answer 0"
+    assert refused.value.status == 404 and refused.value.error["type"] == "not_found"
+    assert missing.value.status == 404
