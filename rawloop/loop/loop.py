@@ -150,10 +150,14 @@ class Loop:
     ) -> None:
         if max_iterations < 1:
             raise ConfigurationError(f"max_iterations must be at least 1, not {max_iterations}")
-        for name, value in (("read_timeout", read_timeout), ("connect_timeout", connect_timeout)):
-            if not value > 0:  # NaN too
+        for name, value in (
+            ("read_timeout", read_timeout),
+            ("connect_timeout", connect_timeout),
+            ("tool_warn_after", 1.0 if tool_warn_after is None else tool_warn_after),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(
-                    f"{name} must be a positive number of seconds, not {value}"
+                    f"{name} must be a positive number of seconds, not {value!r}"
                 )
         self.model = model
         self.instructions = instructions
@@ -459,7 +463,7 @@ async def _emit_end(
 
 
 # Loop's own keywords: what a misspelt one is most likely meant to be.
-_OPTIONS = tuple(inspect.signature(Loop.__init__).parameters)[1:-2]
+_OPTIONS = tuple(inspect.signature(Loop.__init__).parameters)[1:-1]
 
 
 def _plain(data: Any) -> Any:

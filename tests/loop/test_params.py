@@ -22,6 +22,8 @@ TRACE = Path(__file__).parents[2] / "traces" / "tool-roundtrip.jsonl"
 def test_a_misspelt_loop_option_warns_with_the_option_it_resembles() -> None:
     with pytest.warns(UnknownParameterWarning, match="did you mean 'read_timeout'"):
         Loop("m", base_url=LOCAL, read_timout=5)
+    with pytest.warns(UnknownParameterWarning, match="did you mean 'extra_body'"):
+        Loop("m", base_url=LOCAL, extra_bdy={"top_k": 1})
 
 
 def test_a_misspelt_request_parameter_warns_with_the_closest_parameter() -> None:

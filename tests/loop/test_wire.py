@@ -186,11 +186,10 @@ def test_timeouts_have_documented_defaults_and_are_checked() -> None:
         DEFAULT_CONNECT_TIMEOUT,
     )
     assert (DEFAULT_READ_TIMEOUT, DEFAULT_CONNECT_TIMEOUT) == (120.0, 10.0)
-    for bad in (0, -1.0, float("nan")):
-        with pytest.raises(ConfigurationError, match="read_timeout must be a positive"):
-            Loop("m", read_timeout=bad)
-        with pytest.raises(ConfigurationError, match="connect_timeout must be a positive"):
-            Loop("m", connect_timeout=bad)
+    for bad in (0, -1.0, float("nan"), "5", True):
+        for option in ("read_timeout", "connect_timeout", "tool_warn_after"):
+            with pytest.raises(ConfigurationError, match=f"{option} must be a positive"):
+                Loop("m", **{option: bad})
 
 
 def test_an_unusable_base_url_is_a_configuration_error() -> None:
