@@ -33,7 +33,6 @@ _TRANSIENT_STREAM_ERRORS = frozenset(
 
 async def call_model(client: httpx.AsyncClient, loop: Loop, state: LoopState, bus: HookBus) -> Turn:
     """The turn of ``state``'s next request; raises the last attempt's error when all failed."""
-
     policy = loop.retry_policy
     url = loop.base_url + loop.dialect.path
     headers = loop._request_headers()
