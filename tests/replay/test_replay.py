@@ -12,7 +12,13 @@ import pytest
 from rawloop import Loop, Trace, tool
 from rawloop.core.errors import InvalidEventData, ReplayDivergence
 from rawloop.replay.faults import parse_fault
-from rawloop.replay.replayer import ReplayTransport, Responder, loop_from_trace, replay
+from rawloop.replay.replayer import (
+    ReplayTransport,
+    Responder,
+    expected_outputs,
+    loop_from_trace,
+    replay,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -293,3 +299,54 @@ async def test_an_iteration_0_edit_is_not_applied_twice(tmp_path: Path) -> None:
     assert Trace.load(path).edits()[0]  # the edit is on record
     report = await replay(path)
     assert report.identical, str(report)
+
+
+# -- a corrected result: what was sent is what is expected ---------------------------------
+
+EDITED = Path(__file__).parents[2] / "traces" / "breakpoint-edit.jsonl"
+
+
+@tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two numbers."""
+    return a * b
+
+
+async def test_the_run_results_are_what_was_sent() -> None:
+    """A result edited at a breakpoint is in RunResult.results as sent, not as the tool gave it."""
+    report = await replay(EDITED)
+    assert report.identical, str(report)
+    assert report.result is not None
+    assert [r.output for r in report.result.results] == ["2869461 (checked by a human)"]
+    sent = report.result.items[2]["output"]
+    assert sent == report.result.results[0].output
+    assert expected_outputs(Trace.load(EDITED)) == {
+        "call_sVidsfFJ6zlzRpelrPkTPlpd": "2869461 (checked by a human)"
+    }
+
+
+async def test_live_tools_are_compared_with_the_corrected_result_not_masked_by_it() -> None:
+    report = await replay(EDITED, tools=[multiply], live_tools=True)
+    # The live tool says 2869461; the recording corrected it: the edit is not laid over it.
+    assert report.verdict == "diverged"
+    assert report.divergence is not None and report.divergence.path == "input[2].output"
+    assert report.tool_differences == [
+        {
+            "call_id": "call_sVidsfFJ6zlzRpelrPkTPlpd",
+            "name": "multiply",
+            "recorded": "2869461 (checked by a human)",
+            "actual": "2869461",
+        }
+    ]
+    assert report.result is not None and report.result.results[0].output == "2869461"
+
+
+async def test_live_tools_keep_the_recorded_definitions() -> None:
+    @tool
+    def multiply(a: int, b: int, c: int = 0) -> int:  # its schema differs from the recorded one
+        """Multiply two numbers."""
+        return a * b
+
+    report = await replay(ROUNDTRIP, tools=[multiply], live_tools=True)
+    assert report.identical, str(report)
+    assert report.tool_differences == []
