@@ -60,6 +60,7 @@ async def serve_listener(
     per_client = DEFAULT_MAX_PER_CLIENT if max_per_client is None else max_per_client
     open_by: dict[str, int] = {}
     refusing = 0
+    warned: set[str] = set()  # clients told about in the log, until they fall back under the cap
 
     async def bounded(stream: anyio.abc.SocketStream, client: str) -> None:
         try:
@@ -69,6 +70,8 @@ async def serve_listener(
             open_by[client] -= 1
             if not open_by[client]:
                 del open_by[client]
+            if open_by.get(client, 0) < per_client:
+                warned.discard(client)
 
     async def refuse(stream: anyio.abc.SocketStream, client: str) -> None:
         nonlocal refusing
@@ -97,6 +100,13 @@ async def serve_listener(
             client = _client_of(stream)
             if open_by.get(client, 0) >= per_client:
                 limit.release()
+                if client not in warned:  # once per episode: a flood must not flood the log
+                    warned.add(client)
+                    logger.warning(
+                        "refusing connections from %s: it holds %d (max_per_client)",
+                        client or "an unknown address",
+                        per_client,
+                    )
                 if refusing < per_client:
                     group.start_soon(refuse, stream, client)
                 else:  # a flood: no answer at all

@@ -194,7 +194,10 @@ async def test_a_body_slower_than_the_minimum_rate_is_cut_and_a_fast_big_one_is_
 
 
 @linux_only
-async def test_one_client_gets_at_most_its_share_of_connections() -> None:
+async def test_one_client_gets_at_most_its_share_of_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="rawloop.server")
     limits = Limits(max_connections=8, max_per_client=2, timeout=5.0, head_timeout=5.0)
     with anyio.fail_after(BOUND):
         async with server(limits) as port:
@@ -221,6 +224,8 @@ async def test_one_client_gets_at_most_its_share_of_connections() -> None:
                 await anyio.sleep(0.02)
             assert reply.startswith(b"HTTP/1.1 200 OK")
     assert refused.startswith(b"HTTP/1.1 503 Service Unavailable")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rawloop.server"]
+    assert warnings[0] == "refusing connections from 127.0.0.2: it holds 2 (max_per_client)"
     assert response.status_code == 200
 
 
