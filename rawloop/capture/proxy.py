@@ -63,6 +63,7 @@ from ..replay.loopback import (
     serve_connection,
     serve_listener,
 )
+from ..trace.live import LiveTimeline
 from ..trace.recorder import Redactor
 from .proxy_runs import DEFAULT_MAX_RUNS, Attempt, RunTable
 
@@ -450,6 +451,7 @@ def run_proxy(
     *,
     redact_headers: Sequence[str] = (),
     max_runs: int = DEFAULT_MAX_RUNS,
+    tail: bool = False,
 ) -> int:
     """``rawloop record``: proxy and record until SIGINT or SIGTERM.
 
@@ -459,12 +461,13 @@ def run_proxy(
     program configured ``logging`` itself. On a signal every open run gets
     its ``end`` record and every trace is closed. Returns the exit status: 0
     after a clean shutdown, 2 when an option is bad or the address cannot be
-    bound.
+    bound. ``tail`` prints each run's timeline live to stdout (``LiveTimeline``).
     """
     try:
         proxy = RecordingProxy(
             upstream, out, host=host, port=port, redact_headers=redact_headers, max_runs=max_runs
         )
+        proxy.table.watch = LiveTimeline(sys.stdout).watch if tail else None
         proxy.out.mkdir(parents=True, exist_ok=True)
     except (RawloopError, ValueError, OSError) as exc:
         sys.stderr.write(f"rawloop record: error: {exc}\n")
@@ -497,6 +500,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         args.port,
         redact_headers=args.redact_header,
         max_runs=args.max_runs,
+        tail=args.tail,
     )
 
 
@@ -518,6 +522,11 @@ def add_record_command(subparsers: Any) -> argparse.ArgumentParser:
         help="the API to forward to, e.g. https://api.openai.com (a trailing /v1 is not doubled)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the traces")
+    p.add_argument(
+        "--tail",
+        action="store_true",
+        help="print each run live: requests, text as it streams, calls, results, the end",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)"

@@ -44,7 +44,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,7 @@ class Run:
     error: BaseException | None = None  # why the last attempt failed
     used: int = 0  # when the run was last used, in claims: larger is more recent
     keys: list[bytes] = field(default_factory=list)  # where the table's index lists the run
+    watch: Callable[[str, str, Any], None] | None = None  # sees each record (record --tail)
 
     @property
     def name(self) -> str:
@@ -142,6 +143,12 @@ class Run:
             logger.warning("%s: %s", self.name, exc)
             where = f"hook:TraceRecorder.{point}"
             self.recorder.on_error(ErrorInfo(iteration, attempt, where, exc))
+        if self.watch is not None:
+            try:
+                self.watch(self.name, point, info)
+            except Exception as exc:  # a watcher (a closed terminal) never stops the recording
+                logger.warning("%s: watching failed: %s", self.name, exc)
+                self.watch = None
 
     def end(self, stop_reason: str, now: float, error: BaseException | None = None) -> None:
         """Write the ``end`` record and close the file."""
@@ -359,6 +366,7 @@ class RunTable:
         redact: Redactor | None = None,
         metadata: dict[str, Any] | None = None,
         max_runs: int = DEFAULT_MAX_RUNS,
+        watch: Callable[[str, str, Any], None] | None = None,
     ) -> None:
         if max_runs < 1:
             raise ValueError(f"max_runs must be at least 1, not {max_runs}")
@@ -366,6 +374,7 @@ class RunTable:
         self.redact = redact or Redactor()
         self.metadata = dict(metadata or {})
         self.max_runs = max_runs
+        self.watch = watch  # given (run file name, hook point, info) for each record
         self.paths: list[Path] = []
         self.runs: OrderedDict[int, Run] = OrderedDict()  # least recently used first
         # What may continue a run -> the runs: ``retry:`` + the failed body's key,
@@ -473,7 +482,7 @@ class RunTable:
         # Appending to the empty file just made: no truncation (which on ext4 makes every
         # close of the file wait for the disk).
         recorder = TraceRecorder(path, redact=self.redact, metadata=self.metadata, overwrite=False)
-        run = Run(self._count, path, recorder, dialect, now)
+        run = Run(self._count, path, recorder, dialect, now, watch=self.watch)
         # Redacted before, not refused after: a trace without its header would not load.
         recorder.write_header(
             dialect, redact_text(str(body.get("model", ""))), redact_text(base_url)
