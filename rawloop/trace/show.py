@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.redact import redact_bytes, redact_json
+from ..core.redact import redact_json, redact_stream
 from .format import Exchange, Trace, chunk_bytes
 from .runs import (
     Iteration,
@@ -53,7 +53,7 @@ def raw(trace: Trace) -> bytes:
                     f"{target(exchange)} -> {status_of(exchange)} ({len(body)} bytes) ---\n"
                 )
                 out += safe(line).encode()
-                out += redact_bytes(body)  # the joined body: a key split by chunks is whole here
+                out += redact_stream(body)  # joined: a key split by chunks or deltas is found
     return bytes(out)
 
 

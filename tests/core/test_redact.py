@@ -21,6 +21,7 @@ from rawloop.core.redact import (
     redact_bytes,
     redact_headers,
     redact_json,
+    redact_stream,
     redact_text,
 )
 
@@ -312,3 +313,45 @@ def test_a_chunk_is_held_only_while_its_end_could_start_a_key() -> None:
     rest = KEY.removeprefix("sk-proj-").encode() + b'"}'
     assert redactor.feed(rest) == [b"key is " + placeholder(KEY).encode(), b"", b'"}']
     assert redactor.held == 0 and redactor.flush() == []
+
+
+def _delta_event(text: str) -> bytes:
+    return b"data: " + json.dumps({"type": "x.delta", "delta": text}).encode() + b"\n\n"
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    *(KEY, GENERIC, f"Bearer {BEARER_TOKEN} ", "sk-", "proj-", "s", "k", "-"),
+                    *("Bear", "er ", " ", "\n", "\t", '"', "é", "abc", "risk-"),
+                ]
+            ),
+            max_size=4,
+        ),
+        max_size=6,
+    ),
+    st.lists(st.integers(min_value=0, max_value=600), max_size=8),
+)
+def test_a_key_split_across_delta_events_is_caught_under_any_chunking(
+    deltas: list[list[str]], cuts: list[int]
+) -> None:
+    body = b"".join(_delta_event("".join(parts)) for parts in deltas)
+    whole = redact_stream(body)
+    pieces = _cut(body, [c for c in cuts if c <= len(body)])
+    out = _feed_all(pieces)
+    # Same bytes, same result, any chunking; one released chunk per chunk fed.
+    assert len(out) == len(pieces) and b"".join(out) == whole
+    # Every event is still valid JSON, and the text the deltas add up to holds no key.
+    events = [json.loads(line[6:]) for line in whole.split(b"\n") if line.startswith(b"data: ")]
+    assert len(events) == len(deltas)
+    assert SECRET_PATTERN.search("".join(e["delta"] for e in events)) is None
+
+
+def test_a_key_in_two_deltas_becomes_one_placeholder_in_the_first() -> None:
+    body = _delta_event("key: " + KEY[:10]) + _delta_event(KEY[10:] + " ok")
+    assert redact_stream(body) == _delta_event(f"key: {placeholder(KEY)}") + _delta_event(" ok")
+    # Without the delta view only the whole-looking part would be seen: none here.
+    redactor = ChunkRedactor(deltas=False)
+    assert b"".join(redactor.feed(body) + redactor.flush()) == body

@@ -17,6 +17,7 @@ import random
 import string
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -25,6 +26,7 @@ import pytest
 from rawloop.capture.proxy import RecordingProxy
 from rawloop.cli.main import main
 from rawloop.core.errors import APIStatusError, StreamErrorEvent
+from rawloop.core.redact import placeholder
 from rawloop.loop.hooks import EditInfo
 from rawloop.loop.loop import Loop
 from rawloop.loop.retry import RetryPolicy
@@ -223,6 +225,75 @@ async def test_show_redacts_a_trace_that_was_written_with_the_key_split_across_c
     (exchange,) = Trace.load(path).exchanges()
     assert all(secret.encode() not in bytes(c["text"], "utf-8") for c in exchange.chunks)
     assert_nowhere(secret, show_everything(path, capsys))
+
+
+def _deltas_reply(pieces: list[str], dialect: str = "responses") -> Reply:
+    """A stream that sends ``pieces`` as one text delta event each."""
+    text = "".join(pieces)
+    if dialect == "chat":
+        events: list[Any] = [
+            {"id": "c", "choices": [{"index": 0, "delta": {"content": piece}}]} for piece in pieces
+        ]
+        events.append({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        return Reply(body + b"data: [DONE]\n\n", chunk_size=41)
+    reply = text_reply(text)
+    delta = json.dumps(
+        {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "delta": text}
+    ).encode()
+    split = b"".join(
+        b"data: "
+        + json.dumps(
+            {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0}
+            | {"delta": piece}
+        ).encode()
+        + b"\n\n"
+        for piece in pieces
+    )
+    body = reply.body.replace(b"data: " + delta + b"\n\n", split, 1)
+    assert body != reply.body
+    return Reply(body, chunk_size=41)
+
+
+@pytest.mark.parametrize("dialect", ["responses", "chat"])
+@pytest.mark.parametrize("shape", sorted(KEYS))
+async def test_a_key_streamed_in_two_deltas_is_caught_at_every_split(
+    shape: str, dialect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planted, secret = KEYS[shape]
+    text = f"here:\n{planted}\tthere"
+    start = text.index(secret)
+    for split in range(start - 2, start + len(secret) + 2):
+        path = tmp_path / f"split-{split}.jsonl"
+        api = ScriptedAPI([_deltas_reply([text[:split], text[split:]], dialect)])
+        loop = Loop("m", http_client=api.client(), api_key="sk-test", dialect=dialect)
+        result = await loop.run("q", trace=path)
+        assert result.text == text
+        assert_nowhere(secret, [path.read_text()])
+    assert_nowhere(secret, show_everything(path, capsys))
+
+
+async def test_a_key_streamed_token_by_token_is_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planted, secret = KEYS["sk"]
+    text = f"Your key is {planted}."
+    pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
+    path = tmp_path / "run.jsonl"
+    api = ScriptedAPI([_deltas_reply(pieces)])
+    loop = Loop("m", http_client=api.client(), api_key="sk-test")
+    assert (await loop.run("q", trace=path)).text == text
+    assert_nowhere(secret, [path.read_text(), *show_everything(path, capsys)])
+    # The deltas still add up to valid events: a replay of the trace gives the redacted text.
+    trace = Trace.load(path)
+    (exchange,) = trace.exchanges()
+    deltas = [
+        json.loads(line[6:])["delta"]
+        for line in exchange.body.split(b"\n")
+        if line.startswith(b"data: ") and b"output_text.delta" in line
+    ]
+    assert len(deltas) == len(pieces)
+    assert "".join(deltas) == text.replace(planted, placeholder(planted))
 
 
 # -- tool arguments and results -----------------------------------------------------------
