@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..core.errors import ConfigurationError
+from ..core.errors import ConfigurationError, StreamError
 from ..core.parse import DIALECTS, StreamParser
 from ..core.turn import Turn
 from ..trace.runs import safe
@@ -32,18 +32,25 @@ def _parse_file(path: str, dialect: str) -> Turn:
     try:
         with open(path, "rb") as file:
             first = file.read(BLOCK)
-            if first.lstrip()[:1] == b"{" and b'"rawloop-trace"' in first.split(b"\n", 1)[0]:
+            head = first.lstrip()
+            if head[:2] == b"\x1f\x8b" or (
+                head[:1] == b"{" and b'"rawloop-trace"' in head.split(b"\n", 1)[0]
+            ):
                 raise ConfigurationError(
-                    f"{path} is a rawloop trace, not a response body: "
+                    f"{path} is a rawloop trace (or gzip), not a response body: "
                     f"read it with `rawloop show {path}`"
                 )
             block = first
             while block:
                 parser.feed(block)
                 block = file.read(BLOCK)
+        return parser.close()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parser.close()
+    except StreamError as exc:
+        # The same error, typed as it was, naming the file it is about.
+        exc.args = (f"{path}: {exc.args[0] if exc.args else exc}", *exc.args[1:])
+        raise
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gzip
 import os
 import pty
 import select
@@ -102,12 +103,20 @@ def test_parse_says_a_trace_is_for_show_and_names_a_missing_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["parse", TRACE]) == 2
-    assert f"{TRACE} is a rawloop trace, not a response body: read it with `rawloop show" in (
+    assert f"{TRACE} is a rawloop trace (or gzip), not a response body: read it with" in (
         capsys.readouterr().err
     )
+    packed = tmp_path / "run.jsonl.gz"
+    packed.write_bytes(gzip.compress(Path(TRACE).read_bytes()))
+    assert main(["parse", str(packed)]) == 2
+    assert f"read it with `rawloop show {packed}`" in capsys.readouterr().err
     missing = tmp_path / "gone.sse"
     assert main(["parse", str(missing)]) == 2
     assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
+    empty = tmp_path / "empty.sse"
+    empty.write_bytes(b"")
+    assert main(["parse", str(empty)]) == 2
+    assert f"rawloop: error: {empty}: stream ended after 0 events" in capsys.readouterr().err
 
 
 def test_parse_reads_a_large_body_in_blocks_with_the_same_result(
