@@ -1,41 +1,37 @@
 """Replay over a real socket: an HTTP/1.1 server speaking the OpenAI wire format.
 
-``rawloop serve traces/*.jsonl`` lets any client (the official SDKs, curl, a
-rawloop ``Loop``) talk to recorded traces as if they were the API:
+``rawloop serve traces/*.jsonl`` lets any client (the official SDKs, agent
+frameworks, curl, a rawloop ``Loop``) talk to recorded traces as if they
+were the API:
 
 * ``POST /v1/responses`` and ``POST /v1/chat/completions`` (also without
-  ``/v1``) answer from the recording. ``"stream": true`` gets the recorded
-  status, headers (less the hop-by-hop and framing ones) and chunks, each
-  chunk one write and one HTTP chunk, with the recorded pacing when asked.
-  Without it the answer is the JSON object assembled from the recorded
-  stream (``rawloop.assemble``).
+  ``/v1``) answer from the recording, in the form the request asks for
+  (``rawloop.replay.answers``): ``"stream": true`` gets the recorded chunks
+  (or the events of a recorded JSON answer, ``rawloop.replay.restream``),
+  without it one JSON object (recorded, or assembled from the stream).
 * ``GET /v1/models`` lists the models the traces name; ``GET /health`` says
   which traces are loaded and how much has been served.
 
-Theory of operation. ``rawloop.http11`` accepts connections and parses
-requests; this module routes them, and for the API routes decides which
-recording answers. The answer is chosen from the request alone, never from
-the connection or the order of arrival, so any number of clients can replay
-the same trace at once:
+Theory of operation. ``rawloop.replay.loopback`` accepts connections and
+parses requests; this module routes them, and ``rawloop.replay.matching``
+decides which recording answers, from the request alone (never from the
+connection or the order of arrival), so any number of clients can replay
+the same trace at once: a recorded request meaning the same; else a script;
+else the iteration the request follows (an answer id, the call ids of its
+tool outputs, its ``conversation``) or the one with the longest common
+history. A request that is not an exact match is a divergence: logged
+(``rawloop.server`` logger: trace, iteration, JSON path), kept in
+``ReplayServer.divergences``, named in an ``x-rawloop-divergence`` header,
+or, with ``strict``, answered 409 (``replay_divergence``).
 
-1. A request whose body (``stream`` and ``stream_options`` aside, the
-   volatile keys ignored) equals a recorded one gets that iteration.
-2. Otherwise a loaded script (``rawloop.synth``) answers, at the iteration
-   given by how many model turns the request's conversation already holds.
-3. Otherwise the recorded request of the same dialect and model with the
-   longest common prefix of ``input``/``messages`` answers, and the
-   difference is logged (``rawloop.server`` logger) and kept in
-   ``ReplayServer.divergences``.
-
-Each (trace, iteration, request body) has its own counter of attempts: the
-first identical request gets the first recorded attempt (a 429, say), the
-next one the next, and once they are used up the last successful one is
-served again. A counter is two integers and its own copy of the faults, so
-a busy counter does not grow; past 4096 counters the least recently used
-are forgotten, so neither does a long-running server.
-``rawloop.replay.Responder.shape`` turns the chosen exchange into the
-answer (faults, re-chunking, pacing), as it does for in-process replay.
-Request headers are never logged or echoed: clients may send a real
+Retries and faults are per conversation. The attempt a request is comes
+from the client when it numbers its retries (``x-stainless-retry-count``),
+else from a counter per (trace, iteration, request) that a success resets,
+so the next client sees the recorded 429 too. Attempt ``n`` always gets the
+same answer (``matching.plan_attempt``); ``Responder.shape`` turns it into
+bytes (faults, re-chunking, pacing) as it does in process. Counters and
+followed conversations are bounded (least recently used go). Request
+headers are never logged or echoed: clients may send a real
 ``Authorization`` header.
 """
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -953,3 +954,14 @@ async def test_a_conversation_moves_on_with_each_answer_it_gets() -> None:
         assert await ask(opening, "conv_b") == first  # another conversation starts afresh
         assert await ask(later, "conv_b") == second
     assert server.matcher.conversations == {(0, "conv_a"): 2, (0, "conv_b"): 2}
+
+
+async def test_the_divergence_header_is_escaped() -> None:
+    body = {**first_body(ROUNDTRIP), "métadonnée\r\nset-cookie: x": 1}
+    async with serving(ROUNDTRIP) as server, httpx.AsyncClient(verify=TLS) as client:
+        answer = await client.post(f"{url(server)}/responses", json=body)
+    assert answer.status_code == 200 and "set-cookie" not in answer.headers
+    shown = answer.headers["x-rawloop-divergence"]
+    assert shown.isascii() and shown.isprintable() and " " not in shown
+    assert unquote(shown) == server.divergences[0].path
+    assert "métadonnée" in server.divergences[0].path
