@@ -24,7 +24,7 @@ items = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     conversation=items,
     head=st.lists(json_values, max_size=2),
