@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rawloop.loop.loop import Loop
 from rawloop.loop.retry import RetryPolicy
@@ -134,3 +137,36 @@ async def test_closing_the_socket_cancels_the_running_turn(tmp_path: Path) -> No
         "function_call",
         "function_call_output",
     ]
+
+
+frames = st.one_of(
+    st.text(max_size=40),
+    st.builds(
+        lambda m, s: orjson.dumps({"message": m, "session": s}).decode(),
+        st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+        st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+    ),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sent=st.lists(frames, min_size=1, max_size=4))
+def test_every_frame_gets_one_answer_and_the_socket_stays_open(sent: list[str]) -> None:
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            replies = [text_reply(f"r{n}") for n in range(len(sent))]
+            asgi = app(quiet_loop(ScriptedAPI(replies)), store=Path(folder) / "s.db")
+            socket = Socket(asgi, "/agents/bot/u1")
+            async with anyio.create_task_group() as group:
+                group.start_soon(asgi, socket.scope, socket.receive, socket.send)
+                await socket.inbox.send({"type": "websocket.connect"})
+                for frame in sent:
+                    await socket.frame(frame)
+                await socket.until(len(sent))
+                await socket.inbox.send({"type": "websocket.disconnect", "code": 1000})
+            answers = [n for n, _ in socket.events() if n in ("done", "error")]
+            assert len(answers) == len(sent)
+            assert not any(m["type"] == "websocket.close" for m in socket.sent)
+            await asgi.store.close()
+
+    anyio.run(main)
