@@ -23,11 +23,14 @@ import httpx
 import openai
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rawloop import Loop, SSEDecoder, Trace
 from rawloop.core.assemble import assemble
 from rawloop.core.jsondiff import MISSING
 from rawloop.core.parse import StreamParser
+from rawloop.replay.matching import Refusal
 from rawloop.replay.replayer import ReplayReport, loop_from_trace, replay
 from rawloop.replay.server import ReplayServer, run_server
 from rawloop.trace.format import Record, chunk_bytes, encode_chunk
@@ -965,3 +968,52 @@ async def test_the_divergence_header_is_escaped() -> None:
     assert shown.isascii() and shown.isprintable() and " " not in shown
     assert unquote(shown) == server.divergences[0].path
     assert "métadonnée" in server.divergences[0].path
+
+
+# -- any request body: an answer or an OpenAI-shaped refusal, never a crash ---------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_item = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["message", "function_call", "function_call_output", "x"]),
+        "role": st.sampled_from(["user", "assistant", "tool"]) | _json,
+        "content": _json,
+        "call_id": _json,
+        "id": _json,
+        "output": _json,
+        "tool_calls": st.lists(_json, max_size=2) | _json,
+        "tool_call_id": _json,
+    },
+)
+_bodies = st.fixed_dictionaries(
+    {"model": st.sampled_from(["gpt-5.5", "gpt-4o-mini", "other"])},
+    optional={
+        "input": st.lists(_item, max_size=4) | _json,
+        "messages": st.lists(_item, max_size=4) | _json,
+        "previous_response_id": _json,
+        "conversation": _json | st.fixed_dictionaries({"id": _json}),
+        "stream": _json,
+        "stream_options": _json,
+    },
+)
+_MATCHER = ReplayServer([Trace.load(p) for p in TRACES]).matcher
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=_bodies, dialect=st.sampled_from(["responses", "chat"]))
+def test_any_request_body_is_matched_or_refused(body: dict[str, Any], dialect: str) -> None:
+    found = _MATCHER.choose(dialect, body)
+    if isinstance(found, Refusal):
+        assert found.status in (400, 404) and found.message
+        return
+    assert found.group and found.loaded.dialect == dialect
+    assert all(e.iteration == found.iteration for e in found.group)
+    if found.difference is not None:
+        assert isinstance(found.difference.path, str)

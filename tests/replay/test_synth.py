@@ -522,3 +522,52 @@ async def test_in_process_the_drop_final_blank_line_fault_is_retried_and_the_run
         path, chunking=chunking, faults=["iter=0,attempt=0:drop-final-blank-line"]
     )
     assert report.identical, str(report)
+
+
+# An untrusted recorded answer: any JSON shaped roughly like one.
+_parts = (
+    st.fixed_dictionaries(
+        {}, optional={"type": st.sampled_from(["output_text", "refusal", "x"]), "text": json_values}
+    )
+    | json_values
+)
+_items = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(
+                ["message", "function_call", "reasoning", "custom_tool_call", "x"]
+            ),
+            "id": json_values,
+            "content": st.lists(_parts, max_size=3) | json_values,
+            "summary": st.lists(_parts, max_size=2) | json_values,
+            "arguments": json_values,
+            "status": json_values,
+        },
+    )
+    | json_values
+)
+_responses = st.fixed_dictionaries(
+    {"object": st.just("response")},
+    optional={"output": st.lists(_items, max_size=3) | json_values, "status": json_values},
+)
+_choices = st.fixed_dictionaries(
+    {}, optional={"message": json_values | st.dictionaries(texts, json_values, max_size=3)}
+)
+_completions = st.fixed_dictionaries(
+    {"choices": st.lists(_choices | json_values, max_size=2)},
+    optional={"usage": json_values, "id": json_values},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=_responses | _completions | json_values, dialect=st.sampled_from(["responses", "chat"])
+)
+def test_any_recorded_json_restreams_or_is_refused_by_name(payload: Any, dialect: str) -> None:
+    try:
+        body = restream(payload, dialect, include_usage=True)
+    except StreamError:
+        return
+    assert body.endswith(b"\n\n")
+    assert all(e.data for e in SSEDecoder().feed(body))
