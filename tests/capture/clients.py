@@ -474,13 +474,17 @@ async def serving(server: ReplayServer) -> AsyncIterator[str]:
             group.cancel_scope.cancel()
 
 
-async def capture(name: str, out: Path) -> tuple[Path, Outcome]:
+async def capture(
+    name: str, out: Path, script: dict[str, Any] | None = None
+) -> tuple[Path, Outcome]:
     """Run client ``name`` through ``rawloop record`` against the scripted upstream.
 
-    Returns the one trace the proxy wrote (in ``out``) and what the client got.
+    ``script`` replaces ``SCRIPT`` (in the client's dialect). Returns the one
+    trace the proxy wrote (in ``out``) and what the client got.
     """
     client = CLIENTS[name]
-    upstream = ReplayServer([script_to_trace(upstream_script(client.dialect))])
+    turns = {**(script or SCRIPT), "dialect": client.dialect}
+    upstream = ReplayServer([script_to_trace(turns)])
     with anyio.fail_after(DEADLINE):
         async with serving(upstream) as upstream_url:
             proxy = RecordingProxy(upstream_url.removesuffix("/v1"), out)

@@ -28,6 +28,7 @@ from .clients import (
     CLIENTS,
     DEADLINE,
     EXPECTED_TEXT,
+    SCRIPT,
     Outcome,
     capture,
     node_available,
@@ -120,6 +121,23 @@ async def test_a_follow_up_by_previous_response_id_gets_the_next_recorded_answer
     assert served == RECORDED
     assert [d.iteration for d in server.divergences] == [0, 1]
     assert server.divergences[1].path.startswith(("input", "previous_response_id"))
+
+
+async def test_every_client_replaying_a_capture_sees_its_recorded_retry(tmp_path: Path) -> None:
+    turns = [{"status": 429, "retry_after": 0}, *SCRIPT["turns"]]
+    trace, outcome = await capture("openai-responses-create", tmp_path, {**SCRIPT, "turns": turns})
+    assert outcome == RECORDED
+    statuses = [e.response["status"] for e in Trace.load(trace).exchanges() if e.response]
+    assert statuses == [429, 200, 200]
+    # Not strict: openai-agents renders its requests its own way (served the nearest answer).
+    server = ReplayServer([Trace.load(trace)])
+    with anyio.fail_after(DEADLINE):
+        async with serving(server) as url:
+            for name in ("openai-responses-create", "openai-responses-stream", "agents-run"):
+                assert await CLIENTS[name].run(url) == RECORDED, name
+    # Each of the three got the 429 first and retried: 3 requests each, one server.
+    assert server.served == 9
+    assert {d.iteration for d in server.divergences} == {0, 1}  # agents' requests only
 
 
 async def test_a_client_that_asks_something_else_is_refused_strictly(tmp_path: Path) -> None:
