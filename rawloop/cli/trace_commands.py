@@ -15,6 +15,7 @@ import orjson
 
 from ..core.errors import ConfigurationError, StreamError
 from ..core.parse import DIALECTS, StreamParser
+from ..core.redact import redact_text
 from ..core.turn import Turn
 from ..trace.runs import safe
 from .common import load_trace, use_color, warn_about
@@ -164,7 +165,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
         _write_page(diff_page(a, b, result), args.output)
     else:
-        sys.stdout.write(f"A: {a.path}\nB: {b.path}\n{result}\n")
+        # The differences quote the traces, which are untrusted: no key gets printed.
+        sys.stdout.write(redact_text(f"A: {a.path}\nB: {b.path}\n{result}\n"))
     return 0 if result.equal else 1
 
 

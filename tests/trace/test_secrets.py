@@ -459,3 +459,22 @@ async def test_serve_agent_session_storage_holds_no_key(tmp_path: Path) -> None:
     assert any(b"remember:" in file.read_bytes() for file in files)
     for file in files:
         assert_nowhere(secret, [file.read_bytes()])
+
+
+async def test_rawloop_diff_of_two_leaky_traces_prints_no_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for shape in ("sk", "sk-proj"):
+        planted, _ = KEYS[shape]
+        path = tmp_path / f"{shape}.jsonl"
+        api = ScriptedAPI([text_reply("same")])
+        loop = Loop("m", http_client=api.client(), api_key="sk-test")
+        leaky = TraceRecorder(path, redact=Redactor(allow_secrets=True))
+        await loop.run(f"key:\n{planted}", hooks=[leaky])
+        paths.append(str(path))
+    assert main(["diff", *paths]) == 1
+    out = capsys.readouterr().out
+    assert "body.input[0].content" in out  # the difference is reported, its value redacted
+    for shape in ("sk", "sk-proj"):
+        assert_nowhere(KEYS[shape][1], [out])
