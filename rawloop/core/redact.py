@@ -312,10 +312,29 @@ class ChunkRedactor:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Take one chunk; return the chunks (this one or earlier) that can go out now."""
-        self._pending.append(bytes(chunk))
+        data = bytes(chunk)
         if self._view is not None:
-            self._view.feed(chunk)
+            self._view.feed(data)
+        if not self._pending and self._settled(data):
+            # The common case: nothing held, no key here, none starting at the end.
+            self._context = (self._context + data)[-self.CONTEXT :]
+            self._offset += len(data)
+            if self._view is not None:
+                self._view.release(self._offset)
+            return [data]
+        self._pending.append(data)
         return self._release(final=False)
+
+    def _settled(self, data: bytes) -> bool:
+        if _maybe(data):
+            return False
+        scan = self._context + data
+        if _open_at_end(scan, len(self._context), self.window) < len(scan):
+            return False
+        if self._view is None:
+            return True
+        keys, open_at = self._view.keys(self._offset, self.window)
+        return not keys and open_at is None
 
     def flush(self) -> list[bytes]:
         """The end of the stream: release every held chunk (redacted)."""
