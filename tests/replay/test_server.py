@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import ssl
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -23,68 +20,25 @@ import httpx
 import openai
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from rawloop import Loop, SSEDecoder, Trace
-from rawloop.core.assemble import assemble
-from rawloop.core.jsondiff import MISSING
-from rawloop.core.parse import StreamParser
-from rawloop.replay.matching import Refusal
-from rawloop.replay.replayer import ReplayReport, loop_from_trace, replay
+from rawloop import Trace
 from rawloop.replay.server import ReplayServer, run_server
-from rawloop.trace.format import Record, chunk_bytes, encode_chunk
+from rawloop.trace.format import chunk_bytes
+
+from .serving import (
+    CHAT,
+    DEADLINE,
+    ROUNDTRIP,
+    TLS,
+    TRACES,
+    first_body,
+    recorded_events,
+    replay_through,
+    serving,
+    url,
+)
 
 pytestmark = pytest.mark.anyio
-
-TRACES_DIR = Path(__file__).parents[2] / "traces"
-TRACES = sorted(TRACES_DIR.glob("*.jsonl"))
-ROUNDTRIP = TRACES_DIR / "tool-roundtrip.jsonl"
-CHAT = TRACES_DIR / "chat-run.jsonl"
-RETRY = TRACES_DIR / "retry-after-cut.jsonl"
-DEADLINE = 15.0
-# Plain http only, but httpx builds a TLS context per client: share one, it is slow to make.
-TLS = ssl.create_default_context()
-
-
-@asynccontextmanager
-async def serving(*traces: Any, **options: Any) -> AsyncIterator[ReplayServer]:
-    """A server on 127.0.0.1:0, stopped by a cancel scope when the block ends."""
-    server = ReplayServer(traces, **options)
-    with anyio.fail_after(DEADLINE):
-        async with anyio.create_task_group() as group:
-            await group.start(server.serve)
-            try:
-                yield server
-            finally:
-                group.cancel_scope.cancel()
-
-
-def url(server: ReplayServer) -> str:
-    return f"http://127.0.0.1:{server.port}/v1"
-
-
-def first_body(path: Path, n: int = 0) -> dict[str, Any]:
-    body = Trace.load(path).exchanges()[n].request["body"]
-    assert isinstance(body, dict)
-    return body
-
-
-async def replay_through(
-    server: ReplayServer, trace: Trace, loop: Loop | None = None
-) -> ReplayReport:
-    """``replay(trace, loop, http_client=client)`` with ``client`` talking to ``server``.
-
-    Every request crosses the socket, and the server alone decides the
-    answers and compares the requests: its divergences become the report's.
-    """
-    async with httpx.AsyncClient(base_url=url(server), verify=TLS) as client:
-        report = await replay(trace, loop, http_client=client)
-    report.divergences = list(server.divergences)
-    if report.identical and report.divergences:
-        report.verdict, report.divergence = "diverged", report.divergences[0]
-    return report
-
 
 # -- rawloop loops through the server ---------------------------------------------------------
 
@@ -134,137 +88,6 @@ async def test_fifty_concurrent_clients_replay_the_same_trace() -> None:
     }
 
 
-async def test_the_recorded_retry_sequence_is_served_per_conversation() -> None:
-    body = first_body(RETRY)
-    success = Trace.load(RETRY).exchanges()[2].body
-    async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
-        for _ in range(2):  # one client, then the next one: each sees the recorded retries
-            first = await client.post(f"{url(server)}/responses", json=body)
-            assert first.status_code == 429
-            assert first.headers["retry-after-ms"] == "50"
-            assert first.json()["error"]["message"] == "Rate limit reached"
-            with pytest.raises(httpx.RemoteProtocolError):  # the recorded reset
-                await client.post(f"{url(server)}/responses", json=body)
-            ok = await client.post(f"{url(server)}/responses", json=body)
-            assert ok.status_code == 200 and ok.content == success
-        # Another body has a counter of its own.
-        other = {**body, "input": [{"role": "user", "content": "ping?"}]}
-        assert (await client.post(f"{url(server)}/responses", json=other)).status_code == 429
-
-
-async def test_a_client_that_numbers_its_retries_gets_that_attempt() -> None:
-    body = first_body(RETRY)
-    success = Trace.load(RETRY).exchanges()[2].body
-    async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
-
-        async def attempt(n: int) -> httpx.Response:
-            headers = {"x-stainless-retry-count": str(n)}
-            return await client.post(f"{url(server)}/responses", json=body, headers=headers)
-
-        # Interleaved clients: each one's attempt number alone chooses the answer.
-        assert (await attempt(0)).status_code == 429
-        assert (await attempt(0)).status_code == 429
-        assert (await attempt(2)).content == success
-        with pytest.raises(httpx.RemoteProtocolError):
-            await attempt(1)
-        assert (await attempt(7)).content == success  # past the recording: the last success
-        assert server._counters == {}
-
-
-def _state_size(root: object) -> int:
-    """How many items the containers reachable from ``root`` hold (through rawloop objects)."""
-    seen: set[int] = set()
-    stack = [root]
-    total = 0
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, dict):
-            total += len(obj)
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            total += len(obj)
-            stack.extend(obj)
-        elif type(obj).__module__.startswith("rawloop") and hasattr(obj, "__dict__"):
-            stack.append(vars(obj))
-    return total
-
-
-async def test_a_busy_counter_does_not_grow() -> None:
-    body = first_body(RETRY)
-    async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
-
-        async def status() -> int:
-            try:
-                return (await client.post(f"{url(server)}/responses", json=body)).status_code
-            except httpx.RemoteProtocolError:  # the recorded reset
-                return 0
-
-        assert [await status() for _ in range(4)] == [429, 0, 200, 429]
-        size = _state_size(server)
-        assert [await status() for _ in range(201)] == [0, 200, 429] * 67
-        assert _state_size(server) == size
-        assert server.served == 205 and len(server._counters) == 1
-
-
-async def test_a_fault_count_is_per_request_body() -> None:
-    body = first_body(ROUNDTRIP)
-    other = {**body, "input": [{"role": "user", "content": "ping?"}]}
-    async with (
-        serving(ROUNDTRIP, faults=["iter=0:status=503,count=2"]) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        for each in (body, other):
-            statuses = [
-                (await client.post(f"{url(server)}/responses", json=each)).status_code
-                for _ in range(3)
-            ]
-            assert statuses == [503, 503, 200]
-
-
-async def test_faults_apply_per_iteration_and_attempt() -> None:
-    body = first_body(ROUNDTRIP)
-    async with (
-        serving(ROUNDTRIP, faults=["iter=0,attempt=0:status=503,retry-after=0"]) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        failed = await client.post(f"{url(server)}/responses", json=body)
-        assert failed.status_code == 503 and failed.headers["retry-after"] == "0"
-        assert failed.json()["error"]["type"] == "rawloop_fault"
-        ok = await client.post(f"{url(server)}/responses", json=body)
-        assert ok.status_code == 200
-        assert ok.content == Trace.load(ROUNDTRIP).exchanges()[0].body
-
-
-async def test_a_dropped_connection_fault_then_the_recording() -> None:
-    body = first_body(CHAT)
-    async with (
-        serving(CHAT, faults=["iter=0,attempt=0:drop"]) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
-            await client.post(f"{url(server)}/chat/completions", json=body)
-        ok = await client.post(f"{url(server)}/chat/completions", json=body)
-        assert ok.content == Trace.load(CHAT).exchanges()[0].body
-
-
-async def test_without_stream_the_retry_sequence_is_served_as_json() -> None:
-    body = {k: v for k, v in first_body(RETRY).items() if k != "stream"}
-    final = _recorded_events(RETRY, 2)[-1]["response"]
-    async with serving(RETRY) as server, httpx.AsyncClient(verify=TLS) as client:
-        limited = await client.post(f"{url(server)}/responses", json=body)
-        assert limited.status_code == 429 and limited.headers["x-request-id"] == "req_example_429"
-        assert limited.json()["error"]["message"] == "Rate limit reached"
-        with pytest.raises(httpx.RemoteProtocolError):  # the recorded reset, mid-body
-            await client.post(f"{url(server)}/responses", json=body)
-        ok = await client.post(f"{url(server)}/responses", json=body)
-        assert ok.status_code == 200 and ok.headers["content-type"] == "application/json"
-        assert ok.json() == final
-
-
 async def test_pacing_follows_the_recording_scaled_by_rate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -293,63 +116,12 @@ async def test_pacing_follows_the_recording_scaled_by_rate(
     assert len(waits) <= len(exchange.chunks)
 
 
-# -- divergence -------------------------------------------------------------------------------
-
-
-async def test_a_changed_request_is_served_from_the_closest_recording_and_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    trace = Trace.load(ROUNDTRIP)
-    loop = loop_from_trace(trace)
-    loop.instructions = "You are terse."
-    with caplog.at_level(logging.INFO, logger="rawloop.server"):
-        async with serving(trace) as server:
-            report = await replay_through(server, trace, loop)
-    # Both iterations were still answered from the recording, and both differ.
-    assert [d.iteration for d in server.divergences] == [0, 1]
-    first = server.divergences[0]
-    assert (first.path, first.recorded, first.actual) == ("instructions", MISSING, "You are terse.")
-    assert report.verdict == "diverged" and report.divergence is first
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "iteration 0" in warnings[0].getMessage()
-    assert "instructions" in warnings[0].getMessage()
-    assert "You are terse." in warnings[0].getMessage()
-
-
-async def test_a_changed_tool_output_matches_the_longest_common_history(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    body = first_body(ROUNDTRIP, 1)
-    body["input"][2] = {**body["input"][2], "output": "2869462"}
-    async with serving(ROUNDTRIP) as server, httpx.AsyncClient(verify=TLS) as client:
-        response = await client.post(f"{url(server)}/responses", json=body)
-    assert response.content == Trace.load(ROUNDTRIP).exchanges()[1].body
-    (divergence,) = server.divergences
-    assert (divergence.iteration, divergence.path) == (1, "input[2].output")
-    assert (divergence.recorded, divergence.actual) == ("2869461", "2869462")
-    assert "input[2].output" in caplog.text
-
-
-async def test_volatile_keys_and_stream_flags_do_not_count() -> None:
-    body = {**first_body(CHAT), "prompt_cache_key": "abc", "stream_options": None}
-    async with serving(CHAT) as server, httpx.AsyncClient(verify=TLS) as client:
-        response = await client.post(f"{url(server)}/chat/completions", json=body)
-        assert response.status_code == 200
-        assert server.divergences == []
-
-
 # -- the openai SDK ---------------------------------------------------------------------------
-
-
-def _recorded_events(path: Path, n: int = 0) -> list[dict[str, Any]]:
-    decoder = SSEDecoder()
-    events = decoder.feed(Trace.load(path).exchanges()[n].body) + decoder.close()
-    return [orjson.loads(e.data) for e in events if e.data != "[DONE]"]
 
 
 async def test_the_openai_sdk_streams_a_responses_trace() -> None:
     body = {k: v for k, v in first_body(ROUNDTRIP).items() if k != "stream"}
-    recorded = _recorded_events(ROUNDTRIP)
+    recorded = recorded_events(ROUNDTRIP)
     decision = Trace.load(ROUNDTRIP).of_kind("decision")[0].data["turn"]["calls"][0]
     async with (
         serving(ROUNDTRIP) as server,
@@ -379,7 +151,7 @@ async def test_the_openai_sdk_streams_a_chat_trace() -> None:
     ):
         stream = await client.chat.completions.create(**body, stream=True)
         chunks = [chunk async for chunk in stream]
-    assert len(chunks) == len(_recorded_events(CHAT))
+    assert len(chunks) == len(recorded_events(CHAT))
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls[0].id == decision["calls"][0]["call_id"]
     assert calls[0].function is not None and calls[0].function.name == "multiply"
@@ -393,7 +165,7 @@ async def test_the_openai_sdk_streams_a_chat_trace() -> None:
 
 async def test_the_openai_sdk_gets_the_recorded_final_response_without_streaming() -> None:
     body = {k: v for k, v in first_body(ROUNDTRIP).items() if k != "stream"}
-    final = _recorded_events(ROUNDTRIP)[-1]["response"]
+    final = recorded_events(ROUNDTRIP)[-1]["response"]
     async with (
         serving(ROUNDTRIP) as server,
         openai.AsyncOpenAI(base_url=url(server), api_key="sk-test", max_retries=0) as client,
@@ -757,263 +529,3 @@ def test_bad_options_fail_at_construction() -> None:
         ReplayServer([ROUNDTRIP], max_connections=0)
     with pytest.raises(ConfigurationError, match="exactly one action"):
         ReplayServer([ROUNDTRIP], faults=["iter=0:explode=1"])
-
-
-# -- serving what was recorded, in the form asked for ------------------------------------------
-
-
-def json_trace(path: Path) -> Trace:
-    """``path`` as a client that never streams would have recorded it: one JSON object each."""
-    trace = Trace.load(path)
-    records = []
-    for record in trace.records:
-        data = dict(record.data)
-        if record.kind == "request" and isinstance(data.get("body"), dict):
-            data["body"] = {k: v for k, v in data["body"].items() if k != "stream"}
-        elif record.kind == "response":
-            data["headers"] = {**data["headers"], "content-type": "application/json"}
-        elif record.kind == "chunk":
-            continue
-        records.append(Record(record.kind, record.line, data))
-        if record.kind == "response":
-            exchange = next(
-                e
-                for e in trace.exchanges()
-                if (e.iteration, e.attempt) == (record.iteration, record.attempt)
-            )
-            _, payload = assemble(exchange.body, trace.dialect)
-            chunk = {"kind": "chunk", "iteration": record.iteration, "attempt": record.attempt}
-            chunk.update(t=data["t"], **encode_chunk(orjson.dumps(payload)))
-            records.append(Record("chunk", record.line, chunk))
-    return Trace(trace.header, records, str(path))
-
-
-def _events(raw: bytes) -> list[dict[str, Any]]:
-    decoder = SSEDecoder()
-    events = decoder.feed(raw)  # no close(): an event without its blank line is lost
-    return [orjson.loads(e.data) for e in events if e.data != "[DONE]"]
-
-
-@pytest.mark.parametrize("chunking", ["recorded", "hostile"])
-async def test_a_json_recording_answers_each_form_it_is_asked_in(chunking: str) -> None:
-    trace = json_trace(ROUNDTRIP)
-    body = trace.exchanges()[0].request["body"]
-    recorded = trace.exchanges()[0].body
-    async with (
-        serving(trace, chunking=chunking) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        plain = await client.post(f"{url(server)}/responses", json=body)
-        streamed = await client.post(f"{url(server)}/responses", json={**body, "stream": True})
-    assert plain.content == recorded  # the recorded bytes, as recorded
-    assert plain.headers["content-type"] == "application/json"
-    assert streamed.headers["content-type"] == "text/event-stream"
-    events = _events(streamed.content)
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    types = [e["type"] for e in events]
-    assert types[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
-    assert "response.function_call_arguments.delta" in types
-    assert types[-2:] == ["response.output_item.done", "response.completed"]
-    assert events[-1]["response"] == orjson.loads(recorded)
-    parser = StreamParser("responses")
-    parser.feed(streamed.content)
-    turn = parser.close()
-    assert [c.arguments for c in turn.calls] == ['{"a":1231,"b":2331}']
-    assert server.divergences == []
-
-
-async def test_the_openai_sdk_streams_a_json_recording() -> None:
-    trace = json_trace(ROUNDTRIP)
-    body = trace.exchanges()[1].request["body"]
-    async with (
-        serving(trace, chunking="hostile", seed=3) as server,
-        openai.AsyncOpenAI(base_url=url(server), api_key="test", max_retries=0) as client,
-        client.responses.stream(**body) as stream,
-    ):
-        final = await stream.get_final_response()
-    assert final.output_text == Trace.load(ROUNDTRIP).of_kind("decision")[1].data["turn"]["text"]
-
-
-@pytest.mark.parametrize("asked", [False, True])
-async def test_a_chat_stream_has_a_usage_chunk_only_when_asked(asked: bool) -> None:
-    body = {k: v for k, v in first_body(CHAT).items() if k != "stream_options"}
-    if asked:
-        body["stream_options"] = {"include_usage": True}
-    for trace in (Trace.load(CHAT), json_trace(CHAT)):  # a recorded stream, recorded JSON
-        async with serving(trace) as server, httpx.AsyncClient(verify=TLS) as client:
-            answer = await client.post(f"{url(server)}/chat/completions", json=body)
-        chunks = _events(answer.content)
-        usage = [c for c in chunks if c["choices"] == [] and c.get("usage")]
-        assert len(usage) == (1 if asked else 0), trace.path
-        assert answer.content.endswith(b"data: [DONE]\n\n")
-        parser = StreamParser("chat")
-        parser.feed(answer.content)
-        assert parser.close().finish_reason == "tool_calls"
-
-
-async def test_a_follow_up_naming_the_previous_answer_gets_the_next_one(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    trace = Trace.load(ROUNDTRIP)
-    first, second = trace.exchanges()
-    parser = StreamParser("responses")
-    parser.feed(first.body)
-    previous = parser.close().response_id
-    output = second.request["body"]["input"][2]  # the function_call_output
-    by_id = {**first_body(ROUNDTRIP), "previous_response_id": previous, "input": [output]}
-    by_call = {**first_body(ROUNDTRIP), "conversation": "conv_1", "input": [output]}
-    with caplog.at_level(logging.INFO, logger="rawloop.server"):
-        async with serving(trace) as server, httpx.AsyncClient(verify=TLS) as client:
-            for body in (by_id, by_call):
-                answer = await client.post(f"{url(server)}/responses", json=body)
-                assert answer.content == second.body  # the next answer, not iteration 0's
-                assert answer.headers["x-rawloop-divergence"].startswith("input[0]")
-    assert [d.iteration for d in server.divergences] == [1, 1]
-    warning = next(r for r in caplog.records if r.levelno == logging.WARNING).getMessage()
-    assert "trace tool-roundtrip, iteration 1" in warning and "input[0]" in warning
-
-
-async def test_strict_answers_a_diverging_request_with_409() -> None:
-    joke = {**first_body(ROUNDTRIP), "input": [{"role": "user", "content": "tell me a joke"}]}
-    async with (
-        serving(ROUNDTRIP, strict=True) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        refused = await client.post(f"{url(server)}/responses", json=joke)
-        same = await client.post(f"{url(server)}/responses", json=first_body(ROUNDTRIP))
-    assert refused.status_code == 409
-    error = refused.json()["error"]
-    assert error["type"] == "replay_divergence"
-    assert error["path"] == "input[0].content"
-    assert error["received"] == "tell me a joke"
-    assert error["recorded"] == first_body(ROUNDTRIP)["input"][0]["content"]
-    assert "iteration 0" in error["message"]
-    assert same.status_code == 200 and "x-rawloop-divergence" not in same.headers
-    assert len(server.divergences) == 1
-
-
-async def test_another_rendering_of_the_same_conversation_is_not_a_divergence() -> None:
-    body = first_body(ROUNDTRIP, 1)
-    user, call, output = body["input"]
-    renderings = [
-        # pydantic-ai sends its calls back without status (and the message typed)
-        [{**user, "type": "message"}, {k: v for k, v in call.items() if k != "status"}, output],
-        # node's responses.stream() adds parsed_arguments to the items it got
-        [user, {**call, "parsed_arguments": {"a": 1231, "b": 2331}}, output],
-        # content parts instead of a string
-        [
-            {"role": "user", "content": [{"type": "input_text", "text": user["content"]}]},
-            call,
-            output,
-        ],
-    ]
-    async with (
-        serving(ROUNDTRIP, strict=True) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        for items in renderings:
-            answer = await client.post(f"{url(server)}/responses", json={**body, "input": items})
-            assert answer.status_code == 200
-            assert answer.content == Trace.load(ROUNDTRIP).exchanges()[1].body
-    assert server.divergences == []
-
-
-async def test_the_drop_final_blank_line_fault_loses_the_last_event() -> None:
-    body = first_body(ROUNDTRIP)
-    recorded = _events(Trace.load(ROUNDTRIP).exchanges()[0].body)
-    async with (
-        serving(
-            ROUNDTRIP, chunking="hostile", faults=["attempt=0:drop-final-blank-line"]
-        ) as server,
-        httpx.AsyncClient(verify=TLS) as client,
-    ):
-        faulty = await client.post(f"{url(server)}/responses", json=body)
-        whole = await client.post(
-            f"{url(server)}/responses", json=body, headers={"x-stainless-retry-count": "1"}
-        )
-    assert _events(faulty.content) == recorded[:-1]  # response.completed is discarded
-    assert _events(whole.content) == recorded  # hostile chunking alone keeps it
-
-
-async def test_a_conversation_moves_on_with_each_answer_it_gets() -> None:
-    trace = Trace.load(ROUNDTRIP)
-    first, second = (e.body for e in trace.exchanges())
-    opening = first_body(ROUNDTRIP)
-    later = {
-        "model": opening["model"],
-        "stream": True,
-        "input": [{"role": "user", "content": "and now?"}],
-    }
-    async with serving(trace) as server, httpx.AsyncClient(verify=TLS) as client:
-
-        async def ask(body: dict[str, Any], conversation: str) -> bytes:
-            answer = await client.post(
-                f"{url(server)}/responses", json={**body, "conversation": {"id": conversation}}
-            )
-            return answer.content
-
-        assert await ask(opening, "conv_a") == first
-        assert await ask(later, "conv_a") == second  # conv_a is past iteration 0 now
-        assert await ask(opening, "conv_b") == first  # another conversation starts afresh
-        assert await ask(later, "conv_b") == second
-    assert server.matcher.conversations == {(0, "conv_a"): 2, (0, "conv_b"): 2}
-
-
-async def test_the_divergence_header_is_escaped() -> None:
-    body = {**first_body(ROUNDTRIP), "métadonnée\r\nset-cookie: x": 1}
-    async with serving(ROUNDTRIP) as server, httpx.AsyncClient(verify=TLS) as client:
-        answer = await client.post(f"{url(server)}/responses", json=body)
-    assert answer.status_code == 200 and "set-cookie" not in answer.headers
-    shown = answer.headers["x-rawloop-divergence"]
-    assert shown.isascii() and shown.isprintable() and " " not in shown
-    assert unquote(shown) == server.divergences[0].path
-    assert "métadonnée" in server.divergences[0].path
-
-
-# -- any request body: an answer or an OpenAI-shaped refusal, never a crash ---------------------
-
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
-_item = st.fixed_dictionaries(
-    {},
-    optional={
-        "type": st.sampled_from(["message", "function_call", "function_call_output", "x"]),
-        "role": st.sampled_from(["user", "assistant", "tool"]) | _json,
-        "content": _json,
-        "call_id": _json,
-        "id": _json,
-        "output": _json,
-        "tool_calls": st.lists(_json, max_size=2) | _json,
-        "tool_call_id": _json,
-    },
-)
-_bodies = st.fixed_dictionaries(
-    {"model": st.sampled_from(["gpt-5.5", "gpt-4o-mini", "other"])},
-    optional={
-        "input": st.lists(_item, max_size=4) | _json,
-        "messages": st.lists(_item, max_size=4) | _json,
-        "previous_response_id": _json,
-        "conversation": _json | st.fixed_dictionaries({"id": _json}),
-        "stream": _json,
-        "stream_options": _json,
-    },
-)
-_MATCHER = ReplayServer([Trace.load(p) for p in TRACES]).matcher
-
-
-@settings(max_examples=200, deadline=None)
-@given(body=_bodies, dialect=st.sampled_from(["responses", "chat"]))
-def test_any_request_body_is_matched_or_refused(body: dict[str, Any], dialect: str) -> None:
-    found = _MATCHER.choose(dialect, body)
-    if isinstance(found, Refusal):
-        assert found.status in (400, 404) and found.message
-        return
-    assert found.group and found.loaded.dialect == dialect
-    assert all(e.iteration == found.iteration for e in found.group)
-    if found.difference is not None:
-        assert isinstance(found.difference.path, str)
