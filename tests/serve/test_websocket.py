@@ -143,8 +143,8 @@ frames = st.one_of(
     st.text(max_size=40),
     st.builds(
         lambda m, s: orjson.dumps({"message": m, "session": s}).decode(),
-        st.one_of(st.none(), st.integers(), st.text(max_size=5)),
-        st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+        st.one_of(st.none(), st.integers(-(2**53), 2**53), st.text(max_size=5)),
+        st.one_of(st.none(), st.integers(-(2**53), 2**53), st.text(max_size=5)),
     ),
 )
 
