@@ -27,6 +27,9 @@ from rawloop.replay.capture_replay import is_capture, meaning_of
 from rawloop.replay.replayer import replay
 from rawloop.replay.server import ReplayServer, replay_over_http
 
+from .clients import CLIENTS, EXPECTED_TEXT, node_available, node_session
+from .clients import capture as capture_client
+
 pytestmark = pytest.mark.anyio
 
 TRACES = Path(__file__).parents[2] / "traces"
@@ -231,3 +234,41 @@ def test_the_cli_says_identical_and_loop_is_explicit(
     assert "identical" in capsys.readouterr().out
     assert main(["replay", "--loop", "-q", trace.path]) == 1
     assert "diverged" in capsys.readouterr().out
+
+
+# -- every client of the matrix (tests/capture/clients.py) ----------------------------------
+
+MATRIX_PYTHON = [name for name, client in CLIENTS.items() if not client.node]
+MATRIX_NODE = [name for name, client in CLIENTS.items() if client.node]
+
+
+async def _replays_identical(path: Path) -> None:
+    trace = Trace.load(path)
+    assert is_capture(trace)
+    with anyio.fail_after(DEADLINE):
+        reports = {
+            "in process": await replay(trace),
+            "--server": await replay_over_http(trace),
+            "hostile": await replay(trace, chunking="hostile", seed=3),
+            "hostile --server": await replay_over_http(trace, chunking="hostile", seed=3),
+        }
+    for how, report in reports.items():
+        assert report.verdict == "identical", f"{how}: {report}"
+        assert report.result is not None
+        assert report.result.iterations == 2, how
+        assert [r.output for r in report.result.results] == ["42"], how
+        assert report.result.text == EXPECTED_TEXT, how
+
+
+@pytest.mark.parametrize("name", MATRIX_PYTHON)
+async def test_each_python_clients_capture_replays_identical(name: str, tmp_path: Path) -> None:
+    path, _ = await capture_client(name, tmp_path)
+    await _replays_identical(path)
+
+
+@pytest.mark.skipif(not node_available(), reason="node or its openai package is not installed")
+@pytest.mark.parametrize("name", MATRIX_NODE)
+async def test_each_node_clients_capture_replays_identical(name: str, tmp_path: Path) -> None:
+    async with node_session():
+        path, _ = await capture_client(name, tmp_path)
+    await _replays_identical(path)
