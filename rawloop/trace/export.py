@@ -51,8 +51,15 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+#: The longest duration believed (a year): a trace is untrusted, and dates must stay in range.
+_MAX_SECONDS = 365 * 24 * 3600.0
+
+
 def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    """A duration from the trace: a number in [0, a year], else 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return 0.0
+    return min(max(float(value), 0.0), _MAX_SECONDS)
 
 
 def _schedule(run: Run) -> tuple[dict[int, _Placed], dict[int, _Placed], dict[int, _Placed]]:
@@ -65,7 +72,7 @@ def _schedule(run: Run) -> tuple[dict[int, _Placed], dict[int, _Placed], dict[in
         began = clock
         for exchange in iteration.exchanges:
             first, last = timing(exchange)
-            took = max(_num((exchange.response or {}).get("t")), first or 0.0, last or 0.0)
+            took = max(_num((exchange.response or {}).get("t")), _num(first), _num(last))
             attempts[id(exchange)] = _Placed(clock, clock + took)
             clock += took
             error = exchange.error or {}
@@ -81,11 +88,14 @@ def _schedule(run: Run) -> tuple[dict[int, _Placed], dict[int, _Placed], dict[in
 
 def _created(trace: Trace) -> datetime.datetime:
     text = trace.header.get("created")
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
     try:
         when = datetime.datetime.fromisoformat(str(text))
     except ValueError:
-        when = datetime.datetime(1970, 1, 1)
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+        return epoch
+    when = when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+    # Far enough from the ends of the calendar that the run's offsets stay representable.
+    return when if 1970 <= when.year <= 9000 else epoch
 
 
 # -- HAR --------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ ODD = st.one_of(
     st.integers(-3, 3),
     st.floats(allow_nan=False),
     st.sampled_from(["", "<script>x</script>", "\x1b[2J", "sk-", "</pre>"]),
-    st.lists(st.integers(), max_size=2),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=2),
     st.dictionaries(st.sampled_from(["a", "op", "path", "value", "calls"]), st.none(), max_size=2),
 )
 MUTATION = st.tuples(st.integers(1, len(BASE) - 1), st.sampled_from(FIELDS), ODD, st.booleans())
