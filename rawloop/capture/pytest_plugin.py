@@ -338,7 +338,7 @@ class RawloopReplay:
             pytest.fail(f"rawloop: cannot replay {self.shown}: {exc}", pytrace=False)
         self.trace = trace
         self.client = httpx.AsyncClient(transport=self.transport)
-        self._replayer = Replayer(trace)
+        self._replayer = Replayer(trace, live_tools=self.live_tools)
 
     @property
     def mode(self) -> str:

@@ -591,3 +591,33 @@ def test_async_tests_name_their_marker_and_the_backend_stays_out_of_trace_names(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(TRACES / "tool-roundtrip.jsonl", target)
     run(project).assert_outcomes(passed=2)
+
+
+def test_live_tools_on_a_corrected_fork_fail_while_the_tool_is_buggy(
+    project: pytest.Pytester,
+) -> None:
+    """breakpoint-edit.jsonl sent a corrected result: a live tool must return it, not be masked."""
+    project.makepyfile(
+        test_fork=source(
+            """
+        import pytest
+        from rawloop import tool
+
+        @tool
+        def multiply(a: int, b: int) -> int:
+            \"\"\"Multiply two numbers.\"\"\"
+            return a * b
+
+        @pytest.mark.rawloop_trace("traces/breakpoint-edit.jsonl", live_tools=True)
+        def test_fork(rawloop_replay):
+            rawloop_replay.make_loop(
+                "gpt-5.5", tools=[multiply], include=["reasoning.encrypted_content"],
+                reasoning={"effort": "low"}, store=False,
+            )
+            rawloop_replay.run_sync("What is 1231 * 2331? Use the multiply tool.")
+        """
+        ),
+    )
+    result = run(project)
+    result.assert_outcomes(failed=1)
+    assert "input[2].output: '2869461 (checked by a human)' != '2869461'" in result.stdout.str()
