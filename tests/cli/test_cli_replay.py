@@ -134,3 +134,34 @@ def test_a_reader_that_leaves_early_is_not_an_error(args: list[str]) -> None:
         os.close(write)
     assert proc.returncode == 0, proc.stderr
     assert b"Broken pipe" not in proc.stderr and b"Exception ignored" not in proc.stderr
+
+
+def _as_a_capture(tmp_path: Path) -> str:
+    """The bundled trace with the header ``rawloop record`` writes."""
+    trace = Trace.load(ROUNDTRIP)
+    trace.header["metadata"] = {"recorded_by": "rawloop record", "upstream": "http://x"}
+    path = tmp_path / "captured.jsonl"
+    path.write_bytes(trace.dump())
+    return str(path)
+
+
+def test_a_capture_replays_as_sent_unless_loop_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    captured = _as_a_capture(tmp_path)
+    assert main(["replay", captured]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "is a capture (rawloop record): replaying its 2 request(s) as the client sent them" in out
+    )
+    assert out.rstrip().endswith("every request matched the recording")
+    assert main(["replay", captured, "-q", "--server", "--chunking", "hostile"]) == 0
+    out = capsys.readouterr().out
+    assert "as the client sent them" not in out and "identical" in out
+    # --loop: rawloop's loop takes the client's place (here it renders the same requests).
+    assert main(["replay", captured, "--loop"]) == 0
+    out = capsys.readouterr().out
+    assert "as the client sent them" not in out and "call multiply" in out
+    # A capture replayed as sent has no loop run to save.
+    assert main(["replay", captured, "--save", str(tmp_path / "x.jsonl")]) == 2
+    assert "add --loop" in capsys.readouterr().err
