@@ -36,25 +36,12 @@ def _key(args: argparse.Namespace) -> Any:
         raise ConfigurationError(str(exc)) from None
 
 
-async def _turns(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    key = _key(args)
-    async with _store(args) as store:
-        turns = await store.turns(key)
-    if not turns:
-        raise ConfigurationError(f"no session {key} in the store")
-    return key, turns
-
-
 def _trace_bytes(args: argparse.Namespace) -> bytes:
-    from ..serve.turns import session_trace, turn_trace
+    async def export() -> bytes:
+        async with _store(args) as store:
+            return bytes(await store.export(_key(args), args.turn))
 
-    _, turns = anyio.run(_turns, args)
-    if args.turn is None:
-        return session_trace(turns)
-    index = args.turn if args.turn >= 0 else len(turns) + args.turn
-    if not 0 <= index < len(turns):
-        raise ConfigurationError(f"--turn {args.turn}: the session has turns 0 to {len(turns) - 1}")
-    return turn_trace(turns, index)
+    return anyio.run(export)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from .sessions import DEFAULT_SESSION, check_name
 from .store import Dispatch, DispatchRequest, SessionKey, SessionStore
 from .store_postgres import PostgresStore, is_postgres_url
 from .store_sqlite import SQLiteStore
-from .turns import run_turn, session_trace, turn_trace
+from .turns import run_turn
 
 __all__ = ["AgentHarness", "AgentSession", "dispatch", "init_agent", "open_store"]
 
@@ -90,10 +90,7 @@ class AgentSession:
     async def export(self, turn: int | None = None) -> bytes:
         """The session as a trace (every turn), or turn ``turn`` alone (which replays)."""
         await self.harness.open()
-        turns = await self.harness.store.turns(self.key)
-        if turn is None:
-            return session_trace(turns)
-        return turn_trace(turns, turn if turn >= 0 else len(turns) + turn)
+        return await self.harness.store.export(self.key, turn)
 
 
 class AgentHarness:

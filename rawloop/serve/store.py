@@ -270,6 +270,25 @@ class SessionStore(abc.ABC):
         """The session's conversation: every turn's items, in order."""
         return [item for turn in await self.turns(key) for item in turn.items]
 
+    async def export(self, key: SessionKey, turn: int | None = None) -> bytes:
+        """The session as a rawloop trace (one run per turn), or turn ``turn`` alone
+        (negative counts from the end), which replays on its own.
+
+        Raises:
+            StoreError: no such session, or no such turn.
+        """
+        from .turns import session_trace, turn_trace
+
+        turns = await self.turns(key)
+        if not turns:
+            raise StoreError(f"no session {key} in the store")
+        if turn is None:
+            return session_trace(turns)
+        index = turn if turn >= 0 else len(turns) + turn
+        if not 0 <= index < len(turns):
+            raise StoreError(f"session {key} has turns 0 to {len(turns) - 1}, not {turn}")
+        return turn_trace(turns, index)
+
     # -- the dispatch queue ------------------------------------------------------------
 
     @abc.abstractmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from rawloop.serve.store import (
@@ -19,6 +20,7 @@ from rawloop.serve.store import (
     SessionKey,
     SessionLimits,
     SessionStore,
+    StoreError,
 )
 
 from .conftest import StoreFactory
@@ -91,6 +93,20 @@ async def test_sessions_of_one_instance_stay_separate(store: SessionStore) -> No
     ]
     assert [s.key.name for s in await store.sessions(id="cust-1")] == ["billing", "shipping"]
     assert await store.sessions(agent="nobody") == []
+
+
+async def test_a_session_exports_as_one_run_per_turn(store: SessionStore) -> None:
+    for n in range(3):
+        await store.append_turn(KEY, turn(n))
+    whole = [orjson.loads(line) for line in (await store.export(KEY)).splitlines()]
+    assert [r["kind"] for r in whole] == ["header", "end"] * 3
+    assert [r["n"] for r in whole if r["kind"] == "header"] == [0, 1, 2]
+    last = [orjson.loads(line) for line in (await store.export(KEY, -1)).splitlines()]
+    assert last == list(map(dict, turn(2).records))
+    with pytest.raises(StoreError, match="turns 0 to 2"):
+        await store.export(KEY, 3)
+    with pytest.raises(StoreError, match="no session"):
+        await store.export(SessionKey("nobody", "x"))
 
 
 async def test_an_unknown_session_is_empty(store: SessionStore) -> None:
