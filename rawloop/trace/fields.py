@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["record_problem"]
 
@@ -33,6 +34,16 @@ def _number(v: Any) -> bool:
 
 def _str(v: Any) -> bool:
     return type(v) is str
+
+
+def _url(v: Any) -> bool:
+    # Replay sends requests to it: an absolute http(s) URL with nothing a URL
+    # parser would trip on (spaces, control characters).
+    # (A bare name, as tests write, is let through: httpx takes it as relative.)
+    if type(v) is not str or not v.isprintable() or " " in v:
+        return False
+    scheme = urlsplit(v).scheme
+    return scheme in ("http", "https") or (not scheme and ":" not in v)
 
 
 def _bool(v: Any) -> bool:
@@ -71,6 +82,7 @@ _NAMES: dict[Check, str] = {
     _number: "a number",
     _str: "a string",
     _bool: "a boolean",
+    _url: "an http(s) URL",
     _obj: "an object",
     _list: "an array",
     _str_list: "an array of strings",
@@ -82,7 +94,7 @@ _NAMES: dict[Check, str] = {
 _FIELDS: dict[str, dict[str, tuple[Check, bool]]] = {
     "header": {
         "dialect": (lambda v: v in ("responses", "chat"), False),
-        "base_url": (_str, False),
+        "base_url": (_url, False),
         "model": (_or_null(_str), False),
         "created": (_str, False),
         "metadata": (_obj, False),
@@ -93,7 +105,7 @@ _FIELDS: dict[str, dict[str, tuple[Check, bool]]] = {
         "attempt": (_count, True),
         "body": (_obj, True),
         "method": (_str, False),
-        "url": (_str, False),
+        "url": (_url, False),
         "headers": (_headers, False),
     },
     "response": {
@@ -219,6 +231,9 @@ def record_problem(kind: str, data: dict[str, Any]) -> str | None:
     """What is wrong with a record of ``kind`` (its first bad field), or None."""
     fields = _FIELDS.get(kind)
     problem = None
+    for name in ("iteration", "attempt"):  # on any record, of any kind: Record reads them
+        if name in data and not _count(data[name]):
+            return f"{kind} record: {name} is {_kind(data[name])}, not {_name(_count)}"
     if fields is not None:
         for name, (check, required) in fields.items():
             if name not in data:

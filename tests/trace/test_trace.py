@@ -374,3 +374,19 @@ def test_a_file_of_newlines_costs_no_object_per_line() -> None:
         tracemalloc.stop()
     assert trace.records[0].line == (8 << 20) + 2
     assert peak < 4 << 20, f"{peak} bytes to parse 8 MiB of newlines"
+
+
+def test_where_a_trace_points_replay_must_be_a_url() -> None:
+    bad = HEADER[:-2] + b',"base_url":" https://api.openai.com/v1"}\n'
+    with pytest.raises(TraceFormatError, match=r"line 1: .*base_url"):
+        Trace.parse(bad)
+    request = {"kind": "request", "iteration": 0, "attempt": 0, "body": {}, "url": "ftp://x"}
+    with pytest.raises(TraceFormatError, match=r"line 2: .*url is string, not an http"):
+        Trace.parse(HEADER + json.dumps(request).encode() + b"\n")
+
+
+def test_iteration_is_checked_on_records_of_any_kind() -> None:
+    for kind in ("end", "hook_provenance"):
+        record = {"kind": kind, "stop_reason": "x", "iteration": ""}
+        with pytest.raises(TraceFormatError, match=r"line 2: .*iteration is string"):
+            Trace.parse(HEADER + json.dumps(record).encode() + b"\n")
