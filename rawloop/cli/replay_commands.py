@@ -34,10 +34,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise RawloopError("--live-tools needs --tools FILE.py with the real tool functions")
     trace = load_trace(args.trace)
     warn_about(trace)
-    if not (args.loop or args.tools or args.hook or args.live_tools) and is_capture(trace):
-        return _replay_as_sent(args, trace)
-    hooks = [load_module(path) for path in args.hook]
     tools = [t for path in args.tools for t in tools_in(load_module(path))]
+    if not (args.loop or args.hook) and is_capture(trace):
+        return _replay_as_sent(args, trace, tools)
+    hooks = [load_module(path) for path in args.hook]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.save) if args.save else Path(tmp) / "replay.jsonl"
         recorder = TraceRecorder(out, metadata={"replay_of": str(args.trace)})
@@ -64,18 +64,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             replayed = load_trace(str(out))
             replayed.path = f"replay of {args.trace}"
             sys.stdout.write(render(replayed, color=use_color()))
-    for difference in report.tool_differences:
-        sys.stdout.write(
-            f"tool output changed: {difference['name']} {difference['call_id']}: "
-            f"recorded {difference['recorded']!r}, now {difference['actual']!r}\n"
-        )
+    _tool_differences(report)
     sys.stdout.write(f"replay of {args.trace}: {report}\n")
     if args.save:
         sys.stdout.write(f"replayed run saved to {args.save}\n")
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
 
 
-def _replay_as_sent(args: argparse.Namespace, trace: Any) -> int:
+def _tool_differences(report: Any) -> None:
+    for difference in report.tool_differences:
+        sys.stdout.write(
+            f"tool output changed: {difference['name']} {difference['call_id']}: "
+            f"recorded {difference['recorded']!r}, now {difference['actual']!r}\n"
+        )
+
+
+def _replay_as_sent(args: argparse.Namespace, trace: Any, tools: list[Any]) -> int:
     """A capture of another client: its recorded requests, as sent, against the responder."""
     import anyio
 
@@ -91,6 +95,8 @@ def _replay_as_sent(args: argparse.Namespace, trace: Any) -> int:
         "seed": args.seed,
         "faults": args.fault,
         "as_sent": True,
+        "tools": tools,
+        "live_tools": args.live_tools,
     }
 
     async def go() -> Any:
@@ -107,6 +113,7 @@ def _replay_as_sent(args: argparse.Namespace, trace: Any) -> int:
             "request(s) as the client sent them (--loop re-drives it through rawloop's loop)\n"
         )
     report = anyio.run(go)
+    _tool_differences(report)
     sys.stdout.write(f"replay of {args.trace}: {report}\n")
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
 
@@ -189,7 +196,8 @@ def add_commands(sub: Any) -> None:
         "--loop",
         action="store_true",
         help="re-drive a capture (rawloop record) through rawloop's loop instead of sending "
-        "its requests as the client sent them (--hook, --tools and --live-tools imply it)",
+        "its requests as the client sent them (--hook implies it; --live-tools runs the tools "
+        "either way)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
     p.set_defaults(func=_cmd_replay)

@@ -32,15 +32,15 @@ from ..core.conversation import conversation, turn_from_json
 from ..core.errors import RawloopError, ReplayDivergence, ReplayError
 from ..core.jsondiff import Difference, first_difference
 from ..core.parse import StreamParser
-from ..core.turn import Turn
+from ..core.turn import FunctionCall, Turn
 from ..loop.state import LoopState, RunResult, add_usage
-from ..loop.tools import ToolResult
+from ..loop.tools import Tool, ToolResult, run_tool
 from ..trace.format import Exchange, Trace
 from .faults import Fault
 from .responder import DEFAULT_VOLATILE, comparable_turn, meaning_of
 from .transport import ReplayTransport
 
-__all__ = ["CAPTURED_BY", "is_capture", "meaning_of", "replay_as_sent"]
+__all__ = ["CAPTURED_BY", "is_capture", "live_runner", "meaning_of", "replay_as_sent"]
 
 #: The ``recorded_by`` metadata of traces written by the recording proxy.
 CAPTURED_BY = "rawloop record"
@@ -79,6 +79,7 @@ async def replay_as_sent(
     on_divergence: str = "raise",
     ignore: Sequence[str] = DEFAULT_VOLATILE,
     max_retries: int = 5,
+    tools: Iterable[Tool[..., Any]] = (),
 ) -> Any:
     """Send ``trace``'s recorded requests, as recorded, and judge the answers.
 
@@ -87,6 +88,10 @@ async def replay_as_sent(
     reason. The options are ``replay()``'s; ``http_client`` (a client of a
     ``rawloop serve`` server, with its ``base_url``) is used as it is and
     left open, and is then the judge of the requests.
+
+    ``tools``: run these handlers live on each replayed turn's calls, and
+    send their outputs in place of the recorded ones (in the client's own
+    rendering of the rest); the run's ``results`` are then the live ones.
     """
     from .replayer import ReplayReport  # the report type lives with replay()
 
@@ -109,8 +114,10 @@ async def replay_as_sent(
         client = httpx.AsyncClient(transport=transport)
     report = ReplayReport("identical")
     turns: list[Turn] = []
+    tools = list(tools)
+    live = _LiveTools(trace.dialect, tools) if tools else None
     try:
-        report.divergence = await _send_all(trace, exchanges, client, turns, max_retries)
+        report.divergence = await _send_all(trace, exchanges, client, turns, max_retries, live)
     except ReplayDivergence as exc:  # the in-process responder refused a request
         report.divergence = exc
     except RawloopError as exc:
@@ -125,7 +132,7 @@ async def replay_as_sent(
         report.unconsumed = transport.responder.unconsumed()
         if report.verdict == "identical" and report.divergences:
             report.verdict, report.divergence = "diverged", report.divergences[0]
-    report.result = _result(trace, turns)
+    report.result = _result(trace, turns, live)
     return report
 
 
@@ -135,17 +142,21 @@ async def _send_all(
     client: httpx.AsyncClient,
     turns: list[Turn],
     max_retries: int,
+    live: _LiveTools | None = None,
 ) -> ReplayDivergence | None:
     """Each recorded attempt in order; the first way the answers leave the recording."""
     decisions = {r.iteration: r.data.get("turn") for r in trace.of_kind("decision")}
     last_attempt = {e.iteration: e.attempt for e in exchanges}
     for exchange in exchanges:
         recorded = _recorded_outcome(exchange)
-        outcome = await _attempt(trace.dialect, client, exchange)
+        body = exchange.request.get("body")
+        if live is not None:
+            body = live.rewrite(body)
+        outcome = await _attempt(trace.dialect, client, body)
         retries = 0
         while recorded == "ok" and not outcome.ok and retries < max_retries:
             retries += 1  # a fault the recording did not have: retry, as the client would
-            outcome = await _attempt(trace.dialect, client, exchange)
+            outcome = await _attempt(trace.dialect, client, body)
         where = f"iteration {exchange.iteration}, attempt {exchange.attempt}"
         if recorded == "ok" and not outcome.ok:
             return ReplayDivergence(
@@ -168,8 +179,11 @@ async def _send_all(
             continue
         assert outcome.turn is not None
         turns.append(outcome.turn)
+        decisive = exchange.attempt == last_attempt[exchange.iteration]
+        if live is not None and decisive:
+            await live.run(outcome.turn)
         decision = decisions.get(exchange.iteration)
-        if isinstance(decision, dict) and exchange.attempt == last_attempt[exchange.iteration]:
+        if isinstance(decision, dict) and decisive:
             found = _decision_difference(decision, outcome.turn)
             if found is not None:
                 return ReplayDivergence(
@@ -180,6 +194,54 @@ async def _send_all(
                     actual=found.b,
                 )
     return None
+
+
+def live_runner(tools: Iterable[Tool[..., Any]], *, timeout: float | None = None) -> Any:
+    """A ``Loop.tool_runner`` running ``tools``' handlers, whatever definitions the model saw."""
+    registry = {t.name: t for t in tools}
+    known = list(registry)
+
+    async def run(call: FunctionCall) -> ToolResult:
+        tool = registry.get(call.name)
+        return await run_tool(
+            tool, call.name, call.call_id, call.arguments, timeout=timeout, known=known
+        )
+
+    return run
+
+
+class _LiveTools:
+    """The real tools, run on the replayed turns; their outputs replace the recorded ones."""
+
+    def __init__(self, dialect: str, tools: list[Tool[..., Any]]) -> None:
+        self.dialect = dialect
+        self.runner = live_runner(tools)
+        self.outputs: dict[str, str] = {}
+        self.results: list[ToolResult] = []
+
+    async def run(self, turn: Turn) -> None:
+        for call in turn.calls:
+            result = await self.runner(call)
+            self.outputs[call.call_id] = result.output
+            self.results.append(result)
+
+    def rewrite(self, body: Any) -> Any:
+        """``body`` with each tool output the live tools gave in place of the recorded one."""
+        key = "messages" if self.dialect == "chat" else "input"
+        items = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(items, list) or not self.outputs:
+            return body
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, dict):
+                if self.dialect == "chat" and item.get("role") == "tool":
+                    live = self.outputs.get(str(item.get("tool_call_id")))
+                    item = item if live is None else {**item, "content": live}
+                elif self.dialect != "chat" and item.get("type") == "function_call_output":
+                    live = self.outputs.get(str(item.get("call_id")))
+                    item = item if live is None else {**item, "output": live}
+            out.append(item)
+        return {**body, key: out}
 
 
 def _recorded_outcome(exchange: Exchange) -> str:
@@ -200,9 +262,8 @@ def _status(exchange: Exchange) -> int | None:
     return status if isinstance(status, int) else None
 
 
-async def _attempt(dialect: str, client: httpx.AsyncClient, exchange: Exchange) -> _Outcome:
-    """Send the recorded body; read the answer as a stream or as one JSON object."""
-    body = exchange.request.get("body")
+async def _attempt(dialect: str, client: httpx.AsyncClient, body: Any) -> _Outcome:
+    """Send ``body``; read the answer as a stream or as one JSON object."""
     endpoint = _ENDPOINTS.get(dialect, "responses")
     url = endpoint if str(client.base_url) else _NOWHERE + endpoint
     headers = {"content-type": "application/json"}
@@ -229,6 +290,8 @@ async def _attempt(dialect: str, client: httpx.AsyncClient, exchange: Exchange) 
         return _Outcome(status, None, f"lost the connection ({type(exc).__name__})")
     except orjson.JSONDecodeError:
         return _Outcome(status, None, "got an answer that is not JSON")
+    except ReplayDivergence:
+        raise  # the in-process responder refused the request: not a broken answer
     except RawloopError as exc:  # the stream broke or did not parse
         return _Outcome(status, None, f"got a broken answer ({type(exc).__name__}: {exc})")
 
@@ -237,7 +300,7 @@ def _decision_difference(recorded: dict[str, Any], turn: Turn) -> Difference | N
     return first_difference(comparable_turn(recorded), comparable_turn(turn.to_dict()))
 
 
-def _result(trace: Trace, turns: list[Turn]) -> RunResult:
+def _result(trace: Trace, turns: list[Turn], live: _LiveTools | None = None) -> RunResult:
     """The run as the capture shows it: the replayed turns, the results the client sent."""
     exchanges = trace.exchanges()
     last = exchanges[-1].request.get("body") if exchanges else None
@@ -256,6 +319,8 @@ def _result(trace: Trace, turns: list[Turn]) -> RunResult:
         )
         for r in trace.results().values()
     ]
+    if live is not None:
+        results = list(live.results)
     end = trace.end() or {}
     items = [i for i in conversation(trace.dialect, body) if isinstance(i, dict)]
     state = LoopState(

@@ -28,9 +28,9 @@ from ..core.turn import FunctionCall
 from ..loop.loop import Loop
 from ..loop.retry import RetryPolicy
 from ..loop.state import LoopState, RunResult
-from ..loop.tools import StopLoop, Tool, ToolResult, run_tool
+from ..loop.tools import StopLoop, Tool, ToolResult
 from ..trace.format import Exchange, Trace
-from .capture_replay import is_capture, replay_as_sent
+from .capture_replay import is_capture, live_runner, replay_as_sent
 from .faults import Fault
 from .responder import DEFAULT_VOLATILE, Answer, Responder, comparable_turn
 from .transport import ReplayTransport, load
@@ -145,20 +145,6 @@ class Replayer:
 def _touches_results(op: dict[str, Any]) -> bool:
     paths = (op.get("path"), op.get("from"))
     return any(isinstance(p, str) and (p == "/results" or p.startswith("/results/")) for p in paths)
-
-
-def live_runner(tools: Iterable[Tool[..., Any]], *, timeout: float | None = None) -> Any:
-    """A ``Loop.tool_runner`` running ``tools``' handlers, whatever definitions the model saw."""
-    registry = {t.name: t for t in tools}
-    known = list(registry)
-
-    async def run(call: FunctionCall) -> ToolResult:
-        tool = registry.get(call.name)
-        return await run_tool(
-            tool, call.name, call.call_id, call.arguments, timeout=timeout, known=known
-        )
-
-    return run
 
 
 def expected_outputs(trace: Trace) -> dict[str, Any]:
@@ -282,13 +268,18 @@ async def replay(
     (with ``live_tools``) the tool outputs are compared.
 
     ``as_sent``: send the recorded requests as they are instead of running a
-    loop (``rawloop.replay.capture_replay``). By default (None) a capture
-    recorded by ``rawloop record`` is replayed so, unless a ``loop``, ``hooks``
-    or ``live_tools`` ask for rawloop's loop to take the client's place.
+    loop (``rawloop.replay.capture_replay``; live ``tools`` then answer in the
+    client's rendering). By default (None) a capture recorded by ``rawloop
+    record`` is replayed so, unless a ``loop``, ``hooks`` or ``live_tools``
+    without ``tools`` ask for rawloop's loop to take the client's place.
     """
     trace = load(trace)
+    tools = list(tools)
     if as_sent is None:
-        as_sent = is_capture(trace) and loop is None and not live_tools and not hooks
+        # Live tools run as sent too (in the client's rendering); hooks need a loop.
+        as_sent = (
+            is_capture(trace) and loop is None and not hooks and (bool(tools) or not live_tools)
+        )
     if as_sent:
         report: ReplayReport = await replay_as_sent(
             trace,
@@ -299,7 +290,10 @@ async def replay(
             faults=faults,
             on_divergence=on_divergence,
             ignore=ignore,
+            tools=tools if live_tools else (),
         )
+        if live_tools and report.result is not None:
+            report.tool_differences = tool_differences(report.result, trace)
         return report
     transport: ReplayTransport | None = None
     client = http_client
@@ -314,7 +308,6 @@ async def replay(
             on_divergence=on_divergence,
         )
         client = httpx.AsyncClient(transport=transport)
-    tools = list(tools)
     if loop is None:
         # Live tools answer under the recorded definitions: only their handlers are new.
         loop = loop_from_trace(

@@ -20,7 +20,7 @@ import anyio
 import openai
 import pytest
 
-from rawloop import Trace
+from rawloop import Trace, tool
 from rawloop.capture.proxy import RecordingProxy
 from rawloop.cli.main import main
 from rawloop.replay.capture_replay import is_capture, meaning_of
@@ -272,3 +272,32 @@ async def test_each_node_clients_capture_replays_identical(name: str, tmp_path: 
     async with node_session():
         path, _ = await capture_client(name, tmp_path)
     await _replays_identical(path)
+
+
+async def test_live_tools_on_a_capture_answer_in_the_clients_rendering(tmp_path: Path) -> None:
+    """--live-tools on a capture: the real tools' outputs go in the client's own requests."""
+    trace = await capture(tmp_path, responses_client, "json", without_status)
+
+    @tool
+    def multiply(a: int, b: int) -> int:
+        """Multiply two numbers."""
+        return a * b
+
+    good = await replay(trace, tools=[multiply], live_tools=True)
+    assert good.identical, str(good)
+    assert good.tool_differences == []
+    assert good.result is not None and [r.output for r in good.result.results] == ["2869461"]
+
+    def buggy_tools() -> Any:
+        @tool
+        def multiply(a: int, b: int) -> int:
+            """Multiply two numbers."""
+            return a + b
+
+        return multiply
+
+    bad = await replay(trace, tools=[buggy_tools()], live_tools=True)
+    assert bad.verdict == "diverged"
+    assert bad.divergence is not None and bad.divergence.path.startswith("input[2]")
+    assert [(d["recorded"], d["actual"]) for d in bad.tool_differences] == [("2869461", "3562")]
+    assert bad.result is not None and [r.output for r in bad.result.results] == ["3562"]
