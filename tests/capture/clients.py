@@ -188,7 +188,7 @@ async def _openai_responses(base_url: str, mode: str) -> Outcome:
     raise AssertionError("the conversation did not end")
 
 
-async def _openai_chat(base_url: str) -> Outcome:
+async def _openai_chat(base_url: str, stream: bool = True) -> Outcome:
     client = _openai(base_url)
     outcome = Outcome("")
     messages: list[dict[str, Any]] = [
@@ -198,19 +198,31 @@ async def _openai_chat(base_url: str) -> Outcome:
     async with client:
         for _ in range(4):
             text, calls = "", dict[int, dict[str, str]]()
-            stream = await client.chat.completions.create(
-                model=MODEL, messages=messages, tools=[CHAT_TOOL], stream=True
-            )
-            async with stream:
-                async for chunk in stream:
-                    for choice in chunk.choices:
-                        text += choice.delta.content or ""
-                        for call in choice.delta.tool_calls or ():
-                            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-                            entry["id"] = call.id or entry["id"]
-                            if call.function is not None:
-                                entry["name"] += call.function.name or ""
-                                entry["args"] += call.function.arguments or ""
+            if not stream:
+                completion = await client.chat.completions.create(
+                    model=MODEL, messages=messages, tools=[CHAT_TOOL]
+                )
+                message = completion.choices[0].message
+                text = message.content or ""
+                for n, call in enumerate(message.tool_calls or ()):
+                    function = call.function
+                    calls[n] = {"id": call.id, "name": function.name, "args": function.arguments}
+            else:
+                chunks = await client.chat.completions.create(
+                    model=MODEL, messages=messages, tools=[CHAT_TOOL], stream=True
+                )
+                async with chunks:
+                    async for chunk in chunks:
+                        for choice in chunk.choices:
+                            text += choice.delta.content or ""
+                            for call in choice.delta.tool_calls or ():
+                                entry = calls.setdefault(
+                                    call.index, {"id": "", "name": "", "args": ""}
+                                )
+                                entry["id"] = call.id or entry["id"]
+                                if call.function is not None:
+                                    entry["name"] += call.function.name or ""
+                                    entry["args"] += call.function.arguments or ""
             if not calls:
                 outcome.text = text
                 return outcome
@@ -439,6 +451,7 @@ CLIENTS: dict[str, Client] = {
             "openai-responses-helper", "responses", True, lambda u: _openai_responses(u, "helper")
         ),
         Client("openai-chat-stream", "chat", True, _openai_chat),
+        Client("openai-chat-create", "chat", False, lambda u: _openai_chat(u, stream=False)),
         Client("agents-run", "responses", False, lambda u: _agents(u, streamed=False)),
         Client("agents-run-streamed", "responses", True, lambda u: _agents(u, streamed=True)),
         # The follow-up sends only the tool output and the id of the answer it follows.

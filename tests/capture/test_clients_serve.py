@@ -92,6 +92,17 @@ async def test_a_capture_made_without_streaming_serves_streaming_clients(tmp_pat
             assert server.divergences == []
 
 
+async def test_a_chat_capture_made_without_streaming_serves_a_streaming_client(
+    tmp_path: Path,
+) -> None:
+    trace, _ = await capture("openai-chat-create", tmp_path)
+    for chunking in ("recorded", "hostile"):
+        served, server = await run_against(
+            "openai-chat-stream", trace, strict=True, chunking=chunking
+        )
+        assert served == RECORDED and server.divergences == []
+
+
 async def test_a_streamed_capture_serves_a_client_that_does_not_stream(tmp_path: Path) -> None:
     trace, _ = await capture("openai-responses-stream", tmp_path)
     served, server = await run_against("openai-responses-create", trace, strict=True)
