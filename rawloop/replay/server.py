@@ -378,6 +378,10 @@ class ReplayServer(Server):
             logger.info("%s %s -> %s", method, path, status)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _retry_count(request: h11.Request) -> int | None:
     """The attempt number the client gives its request (``x-stainless-retry-count``), if any."""
     for name, value in request.headers:
@@ -480,7 +484,7 @@ def run_server(
         port=port,
         logger=logger,
         listening=lambda bound: (
-            f"listening on http://{shown}:{bound}/v1 ({len(server.loaded)} traces)"
+            f"listening on http://{shown}:{bound}/v1 ({_count(len(server.loaded), 'trace')})"
         ),
-        stopping=lambda: f"{server.served} requests served",
+        stopping=lambda: f"{_count(server.served, 'request')} served",
     )
