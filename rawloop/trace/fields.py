@@ -42,7 +42,10 @@ def _url(v: Any) -> bool:
     # (A bare name, as tests write, is let through: httpx takes it as relative.)
     if type(v) is not str or not v.isprintable() or " " in v:
         return False
-    scheme = urlsplit(v).scheme
+    try:
+        scheme = urlsplit(v).scheme
+    except ValueError:  # e.g. "http://[not an address]"
+        return False
     return scheme in ("http", "https") or (not scheme and ":" not in v)
 
 

@@ -380,6 +380,8 @@ def test_where_a_trace_points_replay_must_be_a_url() -> None:
     bad = HEADER[:-2] + b',"base_url":" https://api.openai.com/v1"}\n'
     with pytest.raises(TraceFormatError, match=r"line 1: .*base_url"):
         Trace.parse(bad)
+    with pytest.raises(TraceFormatError, match=r"line 1: .*base_url"):
+        Trace.parse(HEADER[:-2] + b',"base_url":"http://[DONE]/v1"}\n')
     request = {"kind": "request", "iteration": 0, "attempt": 0, "body": {}, "url": "ftp://x"}
     with pytest.raises(TraceFormatError, match=r"line 2: .*url is string, not an http"):
         Trace.parse(HEADER + json.dumps(request).encode() + b"\n")
