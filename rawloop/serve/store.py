@@ -35,12 +35,13 @@ server keeps run tokens in memory only).
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+import anyio
 import orjson
 
 from ..core.errors import RawloopError
@@ -62,6 +63,7 @@ __all__ = [
     "StoredTurn",
     "check_limits",
     "dispatch_from_row",
+    "leased_lock",
 ]
 
 #: Seconds a claimed dispatch or a session lock stays held without renewal.
@@ -375,3 +377,45 @@ def dispatch_from_row(row: Sequence[Any]) -> Dispatch:
         result=orjson.loads(row[16]) if row[16] is not None else None,
         error=orjson.loads(row[17]) if row[17] is not None else None,
     )
+
+
+@asynccontextmanager
+async def leased_lock(
+    take: Callable[[], Awaitable[bool]],
+    renew: Callable[[], Awaitable[object]],
+    release: Callable[[], Awaitable[object]],
+    lease: float,
+) -> AsyncIterator[None]:
+    """Hold a lock row for the block: the part every store's ``lock`` shares.
+
+    Polls ``take`` (with backoff) until it succeeds, calls ``renew`` every third
+    of ``lease`` while the block runs (a lease of 0 is never renewed), and
+    ``release`` at the end, even when cancelled.
+    """
+    delay = 0.005
+    while not await take():
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    # The body's exception is raised after the group, not wrapped in an exception group.
+    raised: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def keep_alive() -> None:
+                while True:
+                    await anyio.sleep(max(lease / 3, 0.01))
+                    await renew()
+
+            if lease > 0:
+                group.start_soon(keep_alive)
+            try:
+                yield
+            except BaseException as exc:
+                raised = exc
+            finally:
+                group.cancel_scope.cancel()
+        if raised is not None:
+            raise raised
+    finally:
+        with anyio.CancelScope(shield=True):
+            await release()

@@ -47,6 +47,7 @@ from .store import (
     StoreError,
     check_limits,
     dispatch_from_row,
+    leased_lock,
 )
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ class PostgresStore(SessionStore):
         return found[0] if found else None
 
     async def sessions(self, agent: str | None = None, id: str | None = None) -> list[SessionInfo]:
-        where, args = ["turns > 0"], []
+        where, args = ["TRUE"], []
         if agent is not None:
             where.append("agent=%s")
             args.append(agent)
@@ -368,27 +369,10 @@ class PostgresStore(SessionStore):
                 (*ident, holder),
             )
 
-        delay = 0.005
-        while not await self._call(take):
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        try:
-            async with anyio.create_task_group() as group:
-
-                async def keep_alive() -> None:
-                    while True:
-                        await anyio.sleep(max(lease / 3, 0.01))
-                        await self._call(renew)
-
-                if lease > 0:
-                    group.start_soon(keep_alive)
-                try:
-                    yield
-                finally:
-                    group.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._call(release)
+        async with leased_lock(
+            lambda: self._call(take), lambda: self._call(renew), lambda: self._call(release), lease
+        ):
+            yield
 
     # -- the dispatch queue -------------------------------------------------------
 

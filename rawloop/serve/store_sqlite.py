@@ -43,6 +43,7 @@ from .store import (
     StoreError,
     check_limits,
     dispatch_from_row,
+    leased_lock,
 )
 
 __all__ = ["SQLiteStore", "default_store_path"]
@@ -290,33 +291,10 @@ class SQLiteStore(SessionStore):
                 "DELETE FROM locks WHERE agent=? AND id=? AND name=? AND holder=?", (*ident, holder)
             )
 
-        delay = 0.005
-        while not await self._call(take):
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        # The body's exception is raised after the group, not wrapped in an exception group.
-        raised: BaseException | None = None
-        try:
-            async with anyio.create_task_group() as group:
-
-                async def keep_alive() -> None:
-                    while True:
-                        await anyio.sleep(max(lease / 3, 0.01))
-                        await self._call(renew)
-
-                if lease > 0:
-                    group.start_soon(keep_alive)
-                try:
-                    yield
-                except BaseException as exc:
-                    raised = exc
-                finally:
-                    group.cancel_scope.cancel()
-            if raised is not None:
-                raise raised
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._call(release)
+        async with leased_lock(
+            lambda: self._call(take), lambda: self._call(renew), lambda: self._call(release), lease
+        ):
+            yield
 
     # -- the dispatch queue -------------------------------------------------------
 
