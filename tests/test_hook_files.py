@@ -244,6 +244,27 @@ async def test_print_wire_never_prints_a_key_split_across_chunks_at_any_offset(
             ]
 
 
+async def test_print_wire_never_prints_a_key_streamed_in_two_deltas(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAWLOOP_WIRE_CHUNKS", raising=False)
+    text = f"key:\n{_WIRE_GENERIC} ok"
+    start = text.index(_WIRE_GENERIC)
+    for split in range(start, start + len(_WIRE_GENERIC) + 1, 5):
+        events = [
+            {"type": "response.output_text.delta", "item_id": "m", "output_index": 0, "delta": d}
+            for d in (text[:split], text[split:])
+        ]
+        created, _, completed = text_reply(text).body.split(b"\n\n")[:3]
+        deltas = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        body = created + b"\n\n" + deltas + completed + b"\n\n"
+        api = ScriptedAPI([Reply(body, chunk_size=29)])
+        await loop_for(api, hooks=[load_hook("print_wire")]).run("x")
+        err = capsys.readouterr().err
+        assert _WIRE_GENERIC not in err and _WIRE_GENERIC[-16:] not in err, split
+        assert "[REDACTED:" in err
+
+
 async def test_print_wire_redacts_keys_in_bodies_urls_and_errors(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
