@@ -113,9 +113,28 @@ def _replay_as_sent(args: argparse.Namespace, trace: Any, tools: list[Any]) -> i
             "request(s) as the client sent them (--loop re-drives it through rawloop's loop)\n"
         )
     report = anyio.run(go)
+    if not args.quiet and report.result is not None:
+        _replayed_turns(report.result)
     _tool_differences(report)
     sys.stdout.write(f"replay of {args.trace}: {report}\n")
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
+
+
+def _replayed_turns(result: Any) -> None:
+    """One line per replayed answer: the calls it made, or the start of its text (made safe)."""
+    from ..trace.runs import safe
+
+    for number, turn in enumerate(result.turns):
+        if turn.calls:
+            made = ", ".join(f"{call.name}({call.arguments})" for call in turn.calls)
+            line = f"calls {made}"
+        else:
+            text = turn.text if len(turn.text) <= 100 else turn.text[:100] + "..."
+            line = f"answers {text!r}"
+        sys.stdout.write(f"  answer {number}: {safe(line)}\n")
+    for r in result.results:
+        shown = r.output if len(r.output) <= 100 else r.output[:100] + "..."
+        sys.stdout.write(f"  sent back: {safe(f'{r.name} {r.call_id} -> {shown!r}')}\n")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -154,6 +154,8 @@ def test_a_capture_replays_as_sent_unless_loop_is_asked(
     assert (
         "is a capture (rawloop record): replaying its 2 request(s) as the client sent them" in out
     )
+    assert '  answer 0: calls multiply({"a":1231,"b":2331})' in out
+    assert "  sent back: multiply call_sVidsfFJ6zlzRpelrPkTPlpd -> '2869461'" in out
     assert out.rstrip().endswith("every request matched the recording")
     assert main(["replay", captured, "-q", "--server", "--chunking", "hostile"]) == 0
     out = capsys.readouterr().out
@@ -165,3 +167,21 @@ def test_a_capture_replays_as_sent_unless_loop_is_asked(
     # A capture replayed as sent has no loop run to save.
     assert main(["replay", captured, "--save", str(tmp_path / "x.jsonl")]) == 2
     assert "add --loop" in capsys.readouterr().err
+
+
+def test_what_a_capture_replay_prints_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = Trace.load(_as_a_capture(tmp_path))
+    hostile = "\x1b[2J\x1b]0;owned\x07"
+    for record in trace.records:
+        if record.kind == "result":
+            record.data["output"] = hostile
+        if record.kind == "request" and record.iteration == 1:
+            record.data["body"]["input"][2]["output"] = hostile
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(trace.dump())
+    assert main(["replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "sent back: multiply" in out
