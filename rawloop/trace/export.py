@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from .._version import __version__
-from ..core.redact import redact_headers, redact_text
+from ..core.redact import redact_headers, redact_stream, redact_text
 from .format import Exchange, Trace
 from .runs import Iteration, Run, group_runs, timing
 
@@ -140,7 +140,8 @@ def _entry(exchange: Exchange, base: datetime.datetime, placed: _Placed) -> dict
     if not data and isinstance(error.get("body"), str):
         data = error["body"].encode()
     try:
-        content: dict[str, Any] = {"text": redact_text(data.decode())}
+        # Keys split across chunks or streamed delta by delta are whole only here.
+        content: dict[str, Any] = {"text": redact_stream(data).decode()}
     except UnicodeDecodeError:
         content = {"text": base64.b64encode(data).decode(), "encoding": "base64"}
     response_headers = _dict(response.get("headers"))

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from ..core.errors import ConfigurationError
-from ..core.redact import SECRET_PATTERN, redact_text
+from ..core.redact import ChunkRedactor, redact_text
 from .html_assets import CSS, SCRIPT
 from .runs import pretty
 
@@ -81,38 +81,22 @@ def document(title: str, body: str, data: Any) -> str:
 
 
 def chunk_texts(chunks: list[bytes]) -> list[str]:
-    """Each chunk's text, secrets redacted even when split across chunks.
+    """Each chunk's text, secrets redacted even when split across chunks or delta events.
 
     A character cut between two chunks is given to the chunk that completes
     it. A secret spanning chunks becomes one placeholder in the chunk where it
-    starts, and its rest is dropped from the chunks after.
+    starts (``ChunkRedactor``, as the recorder uses it), and its rest is
+    dropped from the chunks after.
     """
+    redactor = ChunkRedactor()
+    released = [out for chunk in chunks for out in redactor.feed(chunk)]
+    released += redactor.flush()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pieces = [decoder.decode(c) for c in chunks]
+    pieces = [decoder.decode(c) for c in released]
     tail = decoder.decode(b"", final=True)
     if tail and pieces:
         pieces[-1] += tail
-    whole = "".join(pieces)
-    matches = list(SECRET_PATTERN.finditer(whole))
-    if not matches:
-        return pieces
-    out: list[str] = []
-    start = 0
-    for piece in pieces:
-        end = start + len(piece)
-        text, cursor = [], start
-        for match in matches:
-            lo, hi = match.span()
-            if hi <= cursor or lo >= end:
-                continue
-            text.append(whole[cursor:lo] if lo > cursor else "")
-            if lo >= start:  # the secret starts in this chunk: its placeholder goes here
-                text.append(redact_text(match.group(0)))
-            cursor = min(hi, end)
-        text.append(whole[cursor:end])
-        out.append("".join(text))
-        start = end
-    return out
+    return pieces
 
 
 # -- prices ---------------------------------------------------------------------------------

@@ -478,3 +478,39 @@ async def test_rawloop_diff_of_two_leaky_traces_prints_no_key(
     assert "body.input[0].content" in out  # the difference is reported, its value redacted
     for shape in ("sk", "sk-proj"):
         assert_nowhere(KEYS[shape][1], [out])
+
+
+# -- pages and exports of an untrusted trace -----------------------------------------------
+
+
+async def test_html_pages_and_exports_of_a_leaky_trace_hold_no_key_streamed_in_pieces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trace written by another tool (or with allow_secrets) holds a key the model
+    # streamed three characters a delta: only joining the deltas shows it whole.
+    planted, secret = KEYS["sk-proj"]
+    text = f"Your key is {planted}."
+    path = tmp_path / "leaky.jsonl"
+    api = ScriptedAPI([_deltas_reply([text[i : i + 3] for i in range(0, len(text), 3)])])
+    loop = Loop("m", http_client=api.client(), api_key="sk-test")
+    await loop.run("q", hooks=[TraceRecorder(path, redact=Redactor(allow_secrets=True))])
+    assert secret[:20] in path.read_text().replace('"', "")  # planted, in pieces
+    page, diff_page = tmp_path / "run.html", tmp_path / "diff.html"
+    har, otlp = tmp_path / "run.har", tmp_path / "run.otlp.json"
+    assert main(["show", str(path), "--html", "-o", str(page)]) == 0
+    assert main(["diff", str(path), str(path), "--html", "-o", str(diff_page)]) == 0
+    assert main(["export", str(path), "--har", str(har), "--otlp", str(otlp), "--content"]) == 0
+    captured = capsys.readouterr()
+    outputs = [p.read_text() for p in (page, diff_page, har, otlp)]
+    # Pages and exports escape JSON: compare the key's characters, quotes and escapes removed.
+    flattened = [o.replace('"', "").replace("\\", "") for o in outputs]
+    assert_nowhere(secret, [*outputs, *flattened, captured.out, captured.err])
+    # A HAR viewer shows the stream: its deltas joined hold no key either.
+    stream = json.loads(outputs[2])["log"]["entries"][0]["response"]["content"]["text"]
+    joined = "".join(
+        json.loads(line[6:]).get("delta", "")
+        for line in stream.splitlines()
+        if line.startswith("data: ") and "output_text.delta" in line
+    )
+    assert joined.startswith("Your key is ")
+    assert_nowhere(secret, [joined])
