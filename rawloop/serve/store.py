@@ -64,6 +64,7 @@ __all__ = [
     "check_limits",
     "dispatch_from_row",
     "leased_lock",
+    "session_filter",
 ]
 
 #: Seconds a claimed dispatch or a session lock stays held without renewal.
@@ -419,3 +420,16 @@ async def leased_lock(
     finally:
         with anyio.CancelScope(shield=True):
             await release()
+
+
+def session_filter(
+    mark: str, agent: str | None = None, id: str | None = None, name: str | None = None
+) -> tuple[str, tuple[str, ...]]:
+    """A SQL condition on the sessions' key columns and its arguments.
+
+    ``mark`` is the driver's parameter placeholder (``?`` or ``%s``); a column
+    whose value is ``None`` is not filtered on.
+    """
+    given = [(column, value) for column, value in (("agent", agent), ("id", id), ("name", name))]
+    where = [f"{column}={mark}" for column, value in given if value is not None]
+    return " AND ".join(where) or "TRUE", tuple(v for _, v in given if v is not None)

@@ -48,6 +48,7 @@ from .store import (
     check_limits,
     dispatch_from_row,
     leased_lock,
+    session_filter,
 )
 
 if TYPE_CHECKING:
@@ -308,18 +309,11 @@ class PostgresStore(SessionStore):
         return await self._call(work)
 
     async def session(self, key: SessionKey) -> SessionInfo | None:
-        found = await self._list("agent=%s AND id=%s AND name=%s", (key.agent, key.id, key.name))
+        found = await self._list(*session_filter("%s", key.agent, key.id, key.name))
         return found[0] if found else None
 
     async def sessions(self, agent: str | None = None, id: str | None = None) -> list[SessionInfo]:
-        where, args = ["TRUE"], []
-        if agent is not None:
-            where.append("agent=%s")
-            args.append(agent)
-        if id is not None:
-            where.append("id=%s")
-            args.append(id)
-        return await self._list(" AND ".join(where), tuple(args))
+        return await self._list(*session_filter("%s", agent, id))
 
     async def _list(self, where: str, args: Sequence[Any]) -> list[SessionInfo]:
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[SessionInfo]:

@@ -44,6 +44,7 @@ from .store import (
     check_limits,
     dispatch_from_row,
     leased_lock,
+    session_filter,
 )
 
 __all__ = ["SQLiteStore", "default_store_path"]
@@ -230,18 +231,11 @@ class SQLiteStore(SessionStore):
         return await self._call(work)
 
     async def session(self, key: SessionKey) -> SessionInfo | None:
-        found = await self._list("agent=? AND id=? AND name=?", (key.agent, key.id, key.name))
+        found = await self._list(*session_filter("?", key.agent, key.id, key.name))
         return found[0] if found else None
 
     async def sessions(self, agent: str | None = None, id: str | None = None) -> list[SessionInfo]:
-        where, args = ["1=1"], []
-        if agent is not None:
-            where.append("agent=?")
-            args.append(agent)
-        if id is not None:
-            where.append("id=?")
-            args.append(id)
-        return await self._list(" AND ".join(where), tuple(args))
+        return await self._list(*session_filter("?", agent, id))
 
     async def _list(self, where: str, args: tuple[Any, ...]) -> list[SessionInfo]:
         def work(db: sqlite3.Connection) -> list[SessionInfo]:
