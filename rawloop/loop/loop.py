@@ -236,6 +236,16 @@ class Loop:
 
     def _check_ready(self) -> None:
         """Fail before any request when a real endpoint would refuse us anyway."""
+        try:
+            parts = urlsplit(self.base_url)
+        except ValueError:
+            parts = None  # unparsable: the wire shell names it when it builds the request
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            # A trace's base_url is untrusted: "//host/v1" or "u" would reach httpx as a
+            # relative URL and fail inside it.
+            raise ConfigurationError(
+                f"base_url must be an absolute http(s) URL, not {self.base_url!r}"
+            )
         if not self._api_key and self.http_client is None and not _is_loopback(self.base_url):
             raise ConfigurationError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY or pass api_key= "

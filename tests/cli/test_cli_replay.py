@@ -185,3 +185,21 @@ def test_what_a_capture_replay_prints_cannot_drive_the_terminal(
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "sent back: multiply" in out
+
+
+@pytest.mark.parametrize("server", [[], ["--server"]])
+def test_a_trace_with_a_relative_base_url_is_a_clear_error_not_a_crash(
+    server: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by the long fuzz run: "https:" deleted from a header's base_url.
+    text = (ROOT / "traces" / "breakpoint-edit.jsonl").read_text()
+    hostile = tmp_path / "relative.jsonl"
+    hostile.write_text(text.replace('"https://api.openai.com/v1"', '"//api.openai.com/v1"'))
+    status = main(["replay", str(hostile), "-q", *server])
+    captured = capsys.readouterr()
+    assert "internal error" not in captured.err + captured.out
+    if server:  # over a real server the loop talks to the server's own URL
+        assert status == 0
+    else:
+        assert status == 2
+        assert "absolute http(s) URL" in captured.out + captured.err

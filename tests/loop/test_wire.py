@@ -198,3 +198,19 @@ def test_an_unusable_base_url_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match="cannot send a request"):
         anyio.run(main)
+
+
+@pytest.mark.parametrize("base_url", ["u", "//api.openai.com/v1", "ftp://host/v1", "/v1"])
+def test_a_relative_or_non_http_base_url_is_refused_before_any_request(base_url: str) -> None:
+    # A trace's base_url is untrusted; httpx took these as relative URLs and failed deep inside.
+    sent: list[httpx.Request] = []
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(500))
+    )
+
+    async def main() -> None:
+        await Loop("m", base_url=base_url, http_client=client, api_key="sk-test").run("hi")
+
+    with pytest.raises(ConfigurationError, match="absolute http"):
+        anyio.run(main)
+    assert sent == []
