@@ -350,3 +350,10 @@ async def test_live_tools_keep_the_recorded_definitions() -> None:
     report = await replay(ROUNDTRIP, tools=[multiply], live_tools=True)
     assert report.identical, str(report)
     assert report.tool_differences == []
+
+
+async def test_the_verdict_counts_iterations_in_words() -> None:
+    one = await replay(RETRY)  # one iteration, retried once
+    assert str(one).startswith("identical: 1 iteration replayed,")
+    two = await replay(ROUNDTRIP)
+    assert str(two).startswith("identical: 2 iterations replayed,")
