@@ -54,6 +54,7 @@ import orjson
 from ..core.dialect import api_root, dialect_of_path
 from ..core.errors import APIConnectionError, ConfigurationError, RawloopError
 from ..core.redact import redact_text
+from ..core.words import plural
 from ..replay.loopback import (
     Connection,
     Server,
@@ -488,7 +489,7 @@ def run_proxy(
     )
     if status:
         return status
-    sys.stderr.write(f"rawloop record: {len(proxy.paths)} run(s) recorded in {proxy.out}\n")
+    sys.stderr.write(f"rawloop record: {plural(len(proxy.paths), 'run')} recorded in {proxy.out}\n")
     return 0
 
 

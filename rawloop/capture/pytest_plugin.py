@@ -52,6 +52,7 @@ import pytest
 
 from ..core.errors import RawloopError, ReplayDivergence, TraceError
 from ..core.turn import Turn
+from ..core.words import plural
 from ..loop.hooks import DecisionInfo, EndInfo, ResultInfo
 from ..loop.loop import Loop
 from ..loop.state import LoopState, RunResult
@@ -181,7 +182,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if name == _RECORDED
     ]
     if recorded:
-        terminalreporter.write_sep("-", f"rawloop: recorded {len(recorded)} trace(s)")
+        terminalreporter.write_sep("-", f"rawloop: recorded {plural(len(recorded), 'trace')}")
         for path in recorded:
             terminalreporter.write_line(str(path))
 
@@ -465,7 +466,7 @@ class RawloopReplay:
         elif report.unconsumed:
             report.verdict = "diverged"
             report.divergence = ReplayDivergence(
-                f"the test never ran the loop: {len(report.unconsumed)} recorded request(s) "
+                f"the test never ran the loop: {plural(len(report.unconsumed), 'recorded request')} "
                 "never made",
                 iteration=0,
                 path="<unconsumed>",

@@ -22,6 +22,7 @@ import anyio.from_thread
 import pytest
 
 from ..core.errors import RawloopError
+from ..core.words import plural
 from ..trace.format import Trace
 
 __all__ = ["SERVER_OPTIONS", "RawloopServer"]
@@ -81,7 +82,7 @@ class RawloopServer:
             lines = [f"  - {d}" for d in self.divergences]
             return (
                 f"rawloop_server: the app sent what the capture {self.shown} does not hold "
-                f"({len(lines)} request(s)):\n"
+                f"({plural(len(lines), 'request')}):\n"
                 + "\n".join(lines)
                 + "\n(if the change is intended, record the capture again with rawloop record)"
             )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import RawloopError
+from ..core.words import plural
 from .common import load_trace, use_color, warn_about
 
 __all__ = ["add_commands"]
@@ -109,8 +110,8 @@ def _replay_as_sent(args: argparse.Namespace, trace: Any, tools: list[Any]) -> i
     count = len(trace.exchanges())
     if not args.quiet:
         sys.stdout.write(
-            f"{args.trace} is a capture (rawloop record): replaying its {count} "
-            "request(s) as the client sent them (--loop re-drives it through rawloop's loop)\n"
+            f"{args.trace} is a capture (rawloop record): replaying its "
+            f"{plural(count, 'request')} as the client sent them (--loop re-drives it through rawloop's loop)\n"
         )
     report = anyio.run(go)
     if not args.quiet and report.result is not None:

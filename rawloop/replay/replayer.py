@@ -25,6 +25,7 @@ from ..core.conversation import conversation, tool_outputs
 from ..core.errors import RawloopError, ReplayDivergence, ReplayError
 from ..core.jsondiff import first_difference
 from ..core.turn import FunctionCall
+from ..core.words import plural
 from ..loop.loop import Loop
 from ..loop.retry import RetryPolicy
 from ..loop.state import LoopState, RunResult
@@ -367,7 +368,7 @@ def judge(report: ReplayReport, trace: Trace, live_tools: bool) -> None:
         first = report.unconsumed[0]
         report.verdict = "diverged"
         report.divergence = ReplayDivergence(
-            f"the run ended with {len(report.unconsumed)} recorded request(s) never made "
+            f"the run ended with {plural(len(report.unconsumed), 'recorded request')} never made "
             f"(first: iteration {first.iteration}, attempt {first.attempt})",
             iteration=first.iteration,
             path="<unconsumed>",

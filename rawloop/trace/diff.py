@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from ..core.words import plural
 from .format import Trace, chunk_bytes
 
 __all__ = ["DEFAULT_IGNORE", "MISSING", "WIRE_IGNORE", "Difference", "TraceDiff", "diff"]
@@ -290,7 +291,7 @@ def _compare(
             left.line if left else None,
             right.line if right else None,
             present.attempt,
-            note=f"{short} ends after {_plural(index, 'record')}; {ending}",
+            note=f"{short} ends after {plural(index, 'record')}; {ending}",
             patch_a=_patch(left),
             patch_b=_patch(right),
         )
@@ -413,10 +414,6 @@ def _unit_value(unit: _Unit | None) -> Any:
     if unit.kind == "chunk":
         return f"<{len(unit.sizes)} chunks, {len(unit.body)} bytes>"
     return unit.data
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _describe_op(op: Any) -> str:

@@ -18,6 +18,7 @@ import orjson
 from ..core.errors import RawloopError
 from ..core.patch import parse_pointer
 from ..core.redact import SENSITIVE_HEADERS, redact_text
+from ..core.words import plural
 from .format import Exchange, Record, Trace
 
 __all__ = [
@@ -305,11 +306,6 @@ def to_json(value: Any, limit: int | None = None) -> str:
 def clip(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 chunk``, ``2 chunks``."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def secs(seconds: float) -> str:

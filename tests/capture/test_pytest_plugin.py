@@ -194,10 +194,10 @@ def test_an_unconsumed_trace_fails_the_test(project: pytest.Pytester) -> None:
         [
             "*test_stops_early*",
             "*rawloop replay of traces/tool-roundtrip.jsonl: diverged: the run ended with "
-            "1 recorded request(s) never made (first: iteration 1, attempt 0)*",
+            "1 recorded request never made (first: iteration 1, attempt 0)*",
             "*test_never_runs*",
             "*rawloop replay of traces/tool-roundtrip.jsonl: diverged: the test never ran "
-            "the loop: 2 recorded request(s) never made*",
+            "the loop: 2 recorded requests never made*",
         ]
     )
 
@@ -290,7 +290,7 @@ def test_record_once_records_a_missing_trace_then_replays_it(project: pytest.Pyt
 
     result = run(project, "--rawloop-record=once", "-rA")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*rawloop: recorded 1 trace(s)*", "traces/new.jsonl"])
+    result.stdout.fnmatch_lines(["*rawloop: recorded 1 trace -*", "traces/new.jsonl"])
     trace = Trace.load(trace_path)
     assert trace.header["metadata"]["recorded_by"] == "rawloop.pytest_plugin"
     assert trace.end() is not None and trace.end()["stop_reason"] == "completed"  # type: ignore[index]

@@ -107,7 +107,7 @@ async def test_unconsumed_recordings_are_reported() -> None:
     loop.max_iterations = 1
     report = await replay(ROUNDTRIP, loop)
     assert report.verdict == "diverged" and report.divergence is not None
-    assert "1 recorded request(s) never made" in str(report.divergence)
+    assert "1 recorded request never made" in str(report.divergence)
     assert report.unconsumed[0].iteration == 1
 
 
