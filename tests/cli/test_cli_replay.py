@@ -151,9 +151,7 @@ def test_a_capture_replays_as_sent_unless_loop_is_asked(
     captured = _as_a_capture(tmp_path)
     assert main(["replay", captured]) == 0
     out = capsys.readouterr().out
-    assert (
-        "is a capture (rawloop record): replaying its 2 requests as the client sent them" in out
-    )
+    assert "is a capture (rawloop record): replaying its 2 requests as the client sent them" in out
     assert '  answer 0: calls multiply({"a":1231,"b":2331})' in out
     assert "  sent back: multiply call_sVidsfFJ6zlzRpelrPkTPlpd -> '2869461'" in out
     assert out.rstrip().endswith("every request matched the recording")
