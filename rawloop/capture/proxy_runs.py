@@ -63,7 +63,6 @@ from ..core.errors import (
     APIConnectionError,
     APIStatusError,
     IncompleteStream,
-    SecretInTraceError,
     StreamError,
     StreamErrorEvent,
 )
@@ -135,14 +134,12 @@ class Run:
         return self.path.name
 
     def write(self, point: str, info: Any, iteration: int = 0, attempt: int = 0) -> None:
-        """Call ``recorder.<point>(info)``; a record refused as a secret becomes an error record."""
-        try:
-            getattr(self.recorder, point)(info)
-        except SecretInTraceError as exc:
-            # As the hook bus does: say where, never what, and go on recording.
-            logger.warning("%s: %s", self.name, exc)
-            where = f"hook:TraceRecorder.{point}"
-            self.recorder.on_error(ErrorInfo(iteration, attempt, where, exc))
+        """Call ``recorder.<point>(info)``, then the watcher (``record --tail``).
+
+        The recorder writes every record: what looks like a key is replaced and
+        the record says so (``withheld``), so nothing here is refused.
+        """
+        getattr(self.recorder, point)(info)
         if self.watch is not None:
             try:
                 self.watch(self.name, point, info)

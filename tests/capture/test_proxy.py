@@ -670,7 +670,7 @@ async def test_record_proxies_until_a_signal_and_closes_its_traces(
             group.cancel_scope.cancel()
     assert b"POST /v1/responses -> 200 (run-" in rest
     assert f"{signum.name}: shutting down".encode() in rest
-    assert b"1 run(s) recorded" in rest
+    assert b"1 run recorded" in rest
     trace = only_trace(out)
     assert stop_reason(trace) == "recording-stopped"
     assert trace.exchanges()[0].body == Trace.load(ROUNDTRIP).exchanges()[0].body
