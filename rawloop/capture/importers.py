@@ -12,7 +12,7 @@ through the real loop:
   **chunk boundaries are lost** (cassettes store the body whole, so each
   response is one ``chunk`` record: use ``chunking="hostile"`` to test splits);
 * each OpenAI streaming call becomes ``request`` / ``response`` / ``chunk``
-  records and a ``decision`` (the body parsed by ``rawloop.parse.StreamParser``),
+  records and a ``decision`` (the body parsed by ``rawloop.core.parse.StreamParser``),
   iterations numbered in order; a non-2xx answer is a failed attempt of the
   same iteration (``error`` record), as the loop's retries would record it;
 * tool results are inferred from the next request (its ``function_call_output``
@@ -22,7 +22,7 @@ through the real loop:
   are skipped, with one ``CassetteImportWarning`` listing them.
 
 Credentials never reach the trace: headers go through
-``rawloop.redact.redact_headers`` and every record is scanned for anything
+``rawloop.core.redact.redact_headers`` and every record is scanned for anything
 shaped like an API key; if one remains (in a body, a URL) the import is refused
 with ``SecretInTraceError`` naming the interaction, never the key.
 

@@ -6,7 +6,7 @@ every answer comes back as it arrives, and each tool-loop run is written to
 its own trace in the output directory, in rawloop's trace format, ready for
 ``rawloop show``, ``replay`` and ``diff``.
 
-Theory of operation. ``rawloop.http11`` accepts connections and parses the
+Theory of operation. ``rawloop.replay.loopback`` accepts connections and parses the
 client's requests. Each request is sent on to ``{upstream}{path}`` with
 httpx: the client's headers pass through except the hop-by-hop ones,
 ``host`` and ``accept-encoding`` (the proxy asks for ``identity``, so the
@@ -17,7 +17,7 @@ the client is it written to the trace.
 
 What is recorded: every ``POST`` to ``…/responses`` or ``…/chat/completions``
 with a JSON object body; anything else (``GET /v1/models``...) is passed
-through and not recorded. ``rawloop.proxy_runs`` decides which run a request
+through and not recorded. ``rawloop.capture.proxy_runs`` decides which run a request
 belongs to (a retry, the next iteration of an open run, or a new run) and
 writes it with a ``TraceRecorder``: ``request``, ``response``, ``chunk``,
 ``decision`` (parsed as the stream goes; a non-streamed JSON answer too),

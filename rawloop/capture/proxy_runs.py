@@ -1,6 +1,6 @@
 """Which tool-loop run a proxied request belongs to, and that run's trace.
 
-The recording proxy (``rawloop.proxy``) sees HTTP requests, not runs. This
+The recording proxy (``rawloop.capture.proxy``) sees HTTP requests, not runs. This
 module decides, from each request body alone, which run it continues, and
 writes each run's trace with the real ``TraceRecorder``. It never touches a
 socket; the proxy feeds it what crossed the wire.
@@ -21,7 +21,7 @@ to go):
    messages): they become the ``result`` records of the previous iteration.
 3. Anything else starts a new run: a new trace file.
 
-Items are compared by their ``rawloop.conversation.item_key``, so that a
+Items are compared by their ``rawloop.core.conversation.item_key``, so that a
 client which renders the same item differently (an SDK that drops null
 fields, or sends ``"type": "message"``) still continues its run. A run's
 conversation is kept as a chain of digests, one per prefix, and the table

@@ -1,7 +1,7 @@
 """What a request's conversation holds, compared across renderings; and JSON answers.
 
-Pure functions for the recording proxy (``rawloop.proxy``, ``rawloop.proxy_runs``)
-and the HAR importer (``rawloop.importers``):
+Pure functions for the recording proxy (``rawloop.capture.proxy``, ``rawloop.capture.proxy_runs``)
+and the HAR importer (``rawloop.capture.importers``):
 
 * ``item_key`` gives each input item or message a key that different
   renderings of the same item share (an SDK that drops null fields, sends

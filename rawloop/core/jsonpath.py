@@ -3,7 +3,7 @@
 ``rawloop step`` uses these to print and change the loop state. Two spellings:
 
 * dotted, as the readable paths elsewhere in rawloop print them
-  (``rawloop.jsondiff.format_path``): ``request_params.temperature``,
+  (``rawloop.core.jsondiff.format_path``): ``request_params.temperature``,
   ``input[3].output``, ``input[-1]`` (from the end), ``tools[0]["name"]``
   (a quoted key, for keys with dots or spaces), ``input.3.output`` (a number
   as a key indexes a list); a leading ``$`` or ``.`` is allowed;

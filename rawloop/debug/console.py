@@ -78,7 +78,7 @@ __all__ = ["StepShell", "run_cli", "trace_tools"]
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``rawloop step`` with parsed arguments (see ``rawloop.cli``); returns the exit status."""
+    """``rawloop step`` with parsed arguments (see ``rawloop.cli.main``); returns the exit status."""
     if args.live:
         if args.after_edit:
             raise StepError("--after-edit is for replays; a --live run has no recording to leave")

@@ -132,7 +132,7 @@ class DecisionInfo:
 
 @dataclass(slots=True)
 class ResultInfo:
-    """One tool call's result (``result`` is a ``rawloop.tools.ToolResult``)."""
+    """One tool call's result (``result`` is a ``rawloop.loop.tools.ToolResult``)."""
 
     iteration: int
     result: Any

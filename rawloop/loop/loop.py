@@ -100,7 +100,7 @@ class Loop:
         api_key: defaults to ``OPENAI_API_KEY``. Required for a non-loopback
             endpoint unless ``http_client`` is given (replay, tests).
         http_client: an ``httpx.AsyncClient`` to send with: the seam for replay.
-        hooks: hook objects (see ``rawloop.hooks``).
+        hooks: hook objects (see ``rawloop.loop.hooks``).
         max_iterations: the most model calls one run makes.
         tool_timeout: seconds each tool call may take (no limit by default).
         tool_warn_after: seconds after which a tool call still running is

@@ -11,7 +11,7 @@ can be wrong with a definition is found then and raised as
 ``ConfigurationError``, naming the tool, the parameter and where inside it,
 not in the middle of a run.
 
-Converters run after ``rawloop.validate`` has checked the JSON against the
+Converters run after ``rawloop.loop.validate`` has checked the JSON against the
 tool's schema, so they convert rather than check. A ``Union`` converter asks
 the validator which arms the value fits, and the first that fits decides.
 ``strict_problem`` tells whether a schema, generated or explicit, would be

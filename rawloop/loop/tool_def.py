@@ -5,14 +5,14 @@ Theory of operation
 ``@tool`` reads a function once, when it is decorated: its name, its
 docstring and its signature become a ``Tool`` whose ``parameters`` is a JSON
 object schema with one property per parameter, each with a converter from the
-model's JSON to the Python value the annotation asks for (``rawloop.schema``
+model's JSON to the Python value the annotation asks for (``rawloop.loop.schema``
 does the docstrings and the type hints). Everything that can be wrong with a
 definition is found then and raised as ``ConfigurationError``, not in the
 middle of a run. An explicit ``schema=`` replaces the generated one; a
 parameter whose type hint cannot be compiled then gets its JSON as is.
 
 Arguments are parsed and checked against ``parameters`` (by
-``rawloop.validate``), then converted, before the handler is called; all the
+``rawloop.loop.validate``), then converted, before the handler is called; all the
 problems are listed in one ``ToolArgumentsError``. Sync handlers run in a
 worker thread (``anyio.to_thread.run_sync``) so that a blocking handler never
 stalls the event loop or the other tools running next to it.

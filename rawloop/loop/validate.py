@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The validator understands the keywords ``rawloop.schema`` generates
+The validator understands the keywords ``rawloop.loop.schema`` generates
 (``type``, ``enum``, ``const``, ``anyOf``/``oneOf``/``allOf``, ``properties``,
 ``required``, ``additionalProperties``, ``items``, ``prefixItems``,
 ``minItems``/``maxItems``); any other keyword in an explicit schema is left

@@ -73,10 +73,10 @@ class Responder:
 
     Args:
         trace: the trace to answer from.
-        chunking: ``recorded``, ``events``, ``bytes`` or ``hostile`` (``rawloop.chunking``).
+        chunking: ``recorded``, ``events``, ``bytes`` or ``hostile`` (``rawloop.replay.chunking``).
         seed: seeds ``hostile`` chunking.
         rate: multiplies the recorded gaps between chunks (0: no waiting).
-        faults: ``Fault`` objects or their string specs (``rawloop.faults``).
+        faults: ``Fault`` objects or their string specs (``rawloop.replay.faults``).
         ignore: request-body keys left out of the comparison.
         on_divergence: ``"raise"`` (``ReplayDivergence``) or ``"warn"`` (record,
             warn, and answer with the recording anyway).

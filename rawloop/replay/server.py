@@ -20,7 +20,7 @@ the same trace at once: a recorded request meaning the same; else a script;
 else the iteration the request follows (an answer id, the call ids of its
 tool outputs, its ``conversation``) or the one with the longest common
 history. A request that is not an exact match is a divergence: logged
-(``rawloop.server`` logger: trace, iteration, JSON path), kept in
+(``rawloop.replay.server`` logger: trace, iteration, JSON path), kept in
 ``ReplayServer.divergences``, named in an ``x-rawloop-divergence`` header,
 or, with ``strict``, answered 409 (``replay_divergence``).
 
@@ -115,7 +115,7 @@ class ReplayServer(Server):
 
     Args:
         traces: ``Trace`` objects or paths to trace files; scripted answers
-            come in as traces too (``rawloop.synth.script_to_trace``).
+            come in as traces too (``rawloop.replay.synth.script_to_trace``).
         host: the address to bind (loopback by default).
         port: the port; 0 picks a free one (see ``port`` once serving).
         chunking: ``recorded``, ``events``, ``bytes`` or ``hostile``.

@@ -21,7 +21,7 @@ server serves like a recorded one. A turn that fails (an HTTP ``status`` or an
 in-stream ``error``) is one more attempt at the same iteration: the client's
 retry gets the next turn. Which iteration a request is at comes from the
 request itself (how many model turns its input already holds), see
-``rawloop.server``.
+``rawloop.replay.server``.
 """
 
 from __future__ import annotations

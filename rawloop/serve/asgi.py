@@ -1,4 +1,4 @@
-"""Plain ASGI 3 plumbing for ``rawloop.http``: bodies, JSON answers, event streams.
+"""Plain ASGI 3 plumbing for ``rawloop.serve.app``: bodies, JSON answers, event streams.
 
 No web framework: an ASGI application is ``async (scope, receive, send)``,
 and the few things the agent endpoints need are here, each one small:

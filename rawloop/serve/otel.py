@@ -1,8 +1,8 @@
 """OpenTelemetry spans for rawloop runs, named after the GenAI semantic conventions.
 
-``OTelHook`` is a hook (see ``rawloop.hooks``); add it to a loop or a run::
+``OTelHook`` is a hook (see ``rawloop.loop.hooks``); add it to a loop or a run::
 
-    from rawloop.otel import OTelHook
+    from rawloop import OTelHook
 
     loop = Loop("gpt-5.5", tools=[multiply], hooks=[OTelHook()])
 

@@ -37,7 +37,7 @@ __all__ = [
 
 
 def current_call_id() -> str | None:
-    """The id of the tool call being run here, if ``rawloop.tools`` publishes it."""
+    """The id of the tool call being run here, if ``rawloop.loop.tools`` publishes it."""
     from ..loop import tools
 
     var = getattr(tools, "current_call_id", None)

@@ -1,6 +1,6 @@
 """Remote tools: a tool the model calls here and a tool proxy runs elsewhere.
 
-``RemoteTool(name, schema)`` is a ``rawloop.tools.Tool`` like any ``@tool``:
+``RemoteTool(name, schema)`` is a ``rawloop.loop.tools.Tool`` like any ``@tool``:
 put it in ``Loop(tools=[...])`` and the model sees ``name``, ``description``
 and ``schema``. Its handler does not run the tool; it sends the call to a
 tool proxy::
@@ -29,7 +29,7 @@ scrubbed from every message, including text echoed back by the proxy, and
 never appears in ``repr()``.
 
 ``call_id``: sent when the tool machinery publishes the id of the call being
-run, as ``rawloop.tools.current_call_id`` (a ``ContextVar``); an argument that
+run, as ``rawloop.loop.tools.current_call_id`` (a ``ContextVar``); an argument that
 is itself named ``call_id`` is never overwritten.
 """
 
@@ -193,7 +193,7 @@ class RemoteTool(Tool[..., Any]):
         else:
             raise RemoteToolError(
                 f"remote tool {self.name!r}: no tool proxy to call; pass proxy_url= "
-                "or set rawloop.remote.remote_context",
+                "or set rawloop.serve.remote_tools.remote_context",
                 tool=self.name,
             )
         return f"{base.rstrip('/')}/tools/{self.name}", token
@@ -267,7 +267,7 @@ class RemoteTool(Tool[..., Any]):
 
 
 def _current_call_id() -> str | None:
-    """The id of the function call being run, if ``rawloop.tools`` publishes it."""
+    """The id of the function call being run, if ``rawloop.loop.tools`` publishes it."""
     var = getattr(_tools, "current_call_id", None)
     if isinstance(var, ContextVar):
         value = var.get(None)
