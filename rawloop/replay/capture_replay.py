@@ -38,7 +38,7 @@ from ..loop.tools import Tool, ToolResult, run_tool
 from ..trace.format import Exchange, Trace
 from .faults import Fault
 from .responder import DEFAULT_VOLATILE, comparable_turn, meaning_of
-from .transport import ReplayTransport
+from .transport import replay_client
 
 __all__ = ["CAPTURED_BY", "is_capture", "live_runner", "meaning_of", "replay_as_sent"]
 
@@ -98,20 +98,17 @@ async def replay_as_sent(
     exchanges = trace.exchanges()
     if not exchanges:
         raise ReplayError(f"{trace.path}: the trace holds no request to replay")
-    transport: ReplayTransport | None = None
-    client = http_client
-    if client is None:
-        transport = ReplayTransport(
-            trace,
-            chunking=chunking,
-            seed=seed,
-            rate=rate,
-            faults=faults,
-            ignore=ignore,
-            on_divergence=on_divergence,
-            compare="meaning",
-        )
-        client = httpx.AsyncClient(transport=transport)
+    client, transport = replay_client(
+        trace,
+        http_client,
+        chunking=chunking,
+        seed=seed,
+        rate=rate,
+        faults=faults,
+        ignore=ignore,
+        on_divergence=on_divergence,
+        compare="meaning",
+    )
     report = ReplayReport("identical")
     turns: list[Turn] = []
     tools = list(tools)

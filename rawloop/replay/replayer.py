@@ -34,7 +34,7 @@ from ..trace.format import Exchange, Trace
 from .capture_replay import is_capture, live_runner, replay_as_sent
 from .faults import Fault
 from .responder import DEFAULT_VOLATILE, Answer, Responder, comparable_turn
-from .transport import ReplayTransport, load
+from .transport import ReplayTransport, load, replay_client
 
 __all__ = [
     "DEFAULT_VOLATILE",
@@ -295,19 +295,16 @@ async def replay(
         if live_tools and report.result is not None:
             report.tool_differences = tool_differences(report.result, trace)
         return report
-    transport: ReplayTransport | None = None
-    client = http_client
-    if client is None:
-        transport = ReplayTransport(
-            trace,
-            chunking=chunking,
-            seed=seed,
-            rate=rate,
-            faults=faults,
-            ignore=ignore,
-            on_divergence=on_divergence,
-        )
-        client = httpx.AsyncClient(transport=transport)
+    client, transport = replay_client(
+        trace,
+        http_client,
+        chunking=chunking,
+        seed=seed,
+        rate=rate,
+        faults=faults,
+        ignore=ignore,
+        on_divergence=on_divergence,
+    )
     if loop is None:
         # Live tools answer under the recorded definitions: only their handlers are new.
         loop = loop_from_trace(

@@ -18,7 +18,7 @@ import orjson
 from ..trace.format import Trace
 from .responder import Answer, Responder
 
-__all__ = ["ReplayTransport", "load"]
+__all__ = ["ReplayTransport", "load", "replay_client"]
 
 
 class _AnswerStream(httpx.AsyncByteStream):
@@ -54,6 +54,20 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             answer.status, headers=answer.headers, stream=_AnswerStream(answer), request=request
         )
+
+
+def replay_client(
+    trace: Trace, http_client: httpx.AsyncClient | None, **options: Any
+) -> tuple[httpx.AsyncClient, ReplayTransport | None]:
+    """The client a replay sends through, and the in-process transport when it is ours.
+
+    ``http_client`` (a client of a ``rawloop serve`` server, say) is used as it
+    is; without one, a new client over ``ReplayTransport(trace, **options)``.
+    """
+    if http_client is not None:
+        return http_client, None
+    transport = ReplayTransport(trace, **options)
+    return httpx.AsyncClient(transport=transport), transport
 
 
 def load(trace: Trace | str | Path) -> Trace:
