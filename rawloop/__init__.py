@@ -30,6 +30,7 @@ from .core.errors import (
 from .core.parse import StreamParser, parse_stream
 from .core.sse import ServerSentEvent, SSEDecoder
 from .core.turn import Delta, FunctionCall, Turn
+from .loop.calls import SlowToolWarning
 from .loop.hooks import (
     HOOK_POINTS,
     ChunkInfo,
@@ -45,6 +46,7 @@ from .loop.hooks import (
     ResultInfo,
 )
 from .loop.loop import Handoff, Loop, LoopRun
+from .loop.params import UnknownParameterWarning
 from .loop.retry import RetryPolicy
 from .loop.state import LoopState, RunResult, Step
 from .loop.tools import StopLoop, Tool, ToolArgumentsError, ToolResult, UnknownToolError, tool
@@ -124,6 +126,7 @@ __all__ = [
     "SSEDecoder",
     "SecretInTraceError",
     "ServerSentEvent",
+    "SlowToolWarning",
     "Step",
     "StopLoop",
     "StreamError",
@@ -138,6 +141,7 @@ __all__ = [
     "TraceRecorder",
     "TraceVersionError",
     "Turn",
+    "UnknownParameterWarning",
     "UnknownToolError",
     "__version__",
     "loop_from_trace",

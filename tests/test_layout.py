@@ -55,6 +55,8 @@ PUBLIC_API = {
     "TraceError", "TraceFormatError", "TraceRecorder", "TraceVersionError", "Turn",
     "UnknownToolError", "__version__", "loop_from_trace", "parse_stream", "remote_session",
     "replay", "replay_over_http", "tool",
+    # Added since: the warnings a user may want to filter by class.
+    "SlowToolWarning", "UnknownParameterWarning",
 }  # fmt: skip
 
 
