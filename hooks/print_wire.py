@@ -44,6 +44,7 @@ from collections import deque
 import orjson
 
 from rawloop.core.redact import ChunkRedactor, redact_json, redact_text
+from rawloop.core.words import plural
 from rawloop.loop.hooks import ChunkInfo, EndInfo, ErrorInfo, RequestInfo, ResponseInfo
 
 _CHUNK_MODES = ("text", "repr", "off")
@@ -85,10 +86,6 @@ def _chunk_mode() -> str:
     return "text"
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def _print_body(pieces: list[bytes]) -> None:
     """Print chunks the key scan released, each as the mode it arrived in asks."""
     global _decoder
@@ -99,7 +96,7 @@ def _print_body(pieces: list[bytes]) -> None:
             continue
         if _decoder is None:  # a chunk with no request seen (the hook was added mid-run)
             _decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        _write(redact_text(_decoder.decode(data)))
+        _write(_decoder.decode(data))  # released by the key scan: already redacted
 
 
 def _flush_decoder() -> None:
@@ -107,7 +104,7 @@ def _flush_decoder() -> None:
     _print_body(_redactor.flush())
     _redactor = ChunkRedactor()
     if _decoder is not None:
-        _write(redact_text(_decoder.decode(b"", final=True)))
+        _write(_decoder.decode(b"", final=True))
         _decoder = None
 
 
@@ -123,14 +120,14 @@ def on_request(info: RequestInfo) -> None:
     items = body.get("input", body.get("messages"))
     parts = [f"model {info.model or '?'}", f"{len(info.body)} bytes"]
     if isinstance(items, list):
-        parts.append(_plural(len(items), "input item"))
+        parts.append(plural(len(items), "input item"))
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        parts.append(_plural(len(tools), "tool"))
+        parts.append(plural(len(tools), "tool"))
     _line("    " + ", ".join(parts))
     if os.environ.get("RAWLOOP_WIRE_BODY", "").strip() in ("1", "true", "yes"):
         pretty = orjson.dumps(redact_json(body)[0], option=orjson.OPT_INDENT_2).decode()
-        for text in redact_text(pretty).splitlines():
+        for text in pretty.splitlines():  # each line goes through _line's redaction
             _line("    " + text)
 
 
@@ -160,7 +157,7 @@ def on_error(info: ErrorInfo) -> None:
     then = f"; retrying in {info.delay:.2f} s" if info.will_retry else ""
     _line(
         f"!!! {info.where} failed (iteration {info.iteration}, attempt {info.attempt}): "
-        f"{type(info.error).__name__}: {redact_text(str(info.error))}{then}"
+        f"{type(info.error).__name__}: {info.error}{then}"
     )
 
 
@@ -169,6 +166,6 @@ def on_end(info: EndInfo) -> None:
     tokens = info.usage.get("total_tokens")
     usage = f", {tokens} tokens" if tokens is not None else ""
     _line(
-        f"=== end: {info.stop_reason} after {_plural(info.iterations, 'iteration')}, "
+        f"=== end: {info.stop_reason} after {plural(info.iterations, 'iteration')}, "
         f"{info.duration:.3f} s{usage}"
     )
