@@ -8,7 +8,6 @@ with control characters escaped, so a hostile stream cannot drive the terminal.
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 from .format import Exchange, Record, Trace, chunk_bytes
@@ -22,7 +21,6 @@ from .runs import (
     header_summary,
     item_text,
     plural,
-    safe,
     safe_headers,
     secs,
     target,
@@ -30,6 +28,7 @@ from .runs import (
     to_json,
     usage_text,
 )
+from .styled_lines import StyledLines
 
 __all__ = ["render"]
 
@@ -49,74 +48,6 @@ _PEOPLE = frozenset({"system", "developer", "user"})
 _BODY_KEYS = frozenset({"model", "input", "messages", "tools", "instructions", "stream"})
 
 
-# -- the timeline -----------------------------------------------------------------------------
-
-_CODES = {
-    "bold": "\x1b[1m",
-    "dim": "\x1b[2m",
-    "red": "\x1b[31m",
-    "green": "\x1b[32m",
-    "yellow": "\x1b[33m",
-    "magenta": "\x1b[35m",
-    "cyan": "\x1b[36m",
-}
-_RESET = "\x1b[0m"
-
-
-class _Out:
-    """Lines of the timeline, each with one style; escaped, wrapped and coloured at the end.
-
-    ``full`` turns off every cut (outputs, edits, messages, error bodies);
-    ``width`` wraps long lines, keeping their indent (None: no wrapping).
-    """
-
-    def __init__(self, *, full: bool = False, width: int | None = None) -> None:
-        self.lines: list[tuple[int, str, str]] = []
-        self.full = full
-        self.width = width
-
-    def clip(self, text: str, limit: int) -> str:
-        """``text`` cut to ``limit`` characters unless ``full``, saying how to see the rest."""
-        if self.full or len(text) <= limit:
-            return text
-        return f"{text[:limit]}... ({len(text) - limit} more chars; --full shows all)"
-
-    def add(self, depth: int, text: str, style: str = "") -> None:
-        self.lines.append((depth, text, style))
-
-    def block(self, depth: int, text: str, style: str = "") -> None:
-        """A multi-line text, one indented line per line (an empty text gives one empty line)."""
-        for line in text.splitlines() or [""]:
-            self.add(depth, line, style)
-
-    def text(self, color: bool) -> str:
-        out = []
-        for depth, text, style in self.lines:
-            indent = "  " * depth
-            for line in self._wrap(indent, safe(text)):
-                if color and style:
-                    line = "".join(_CODES[s] for s in style.split()) + line + _RESET
-                out.append(line)
-        return "\n".join(out) + "\n"
-
-    def _wrap(self, indent: str, text: str) -> list[str]:
-        # Escaped first, so an escape sequence is never cut and a wrapped line keeps its indent
-        # (plus two spaces: a continuation reads as one).
-        room = (self.width or 0) - len(indent)
-        if self.width is None or len(text) <= room:
-            return [indent + text]
-        room = max(room, 20)
-        lines = textwrap.wrap(
-            text,
-            room,
-            subsequent_indent="  ",
-            break_on_hyphens=False,
-            replace_whitespace=False,
-            drop_whitespace=True,
-        )
-        return [indent + line for line in lines] or [indent]
-
-
 def render(
     trace: Trace,
     *,
@@ -133,7 +64,7 @@ def render(
     iteration, or the iterations that call or answer that tool; ``width``
     wraps lines to that many columns, keeping their indent.
     """
-    out = _Out(full=full, width=width)
+    out = StyledLines(full=full, width=width)
     runs = group_runs(trace)
     out.add(0, f"trace {trace.path}", "bold")
     for warning in trace.warnings:
@@ -163,7 +94,7 @@ def render(
     return out.text(color)
 
 
-def _render_header(out: _Out, header: dict[str, Any]) -> None:
+def _render_header(out: StyledLines, header: dict[str, Any]) -> None:
     fields = [
         f"dialect={header.get('dialect', '?')}",
         f"model={header.get('model', '?')}",
@@ -199,7 +130,7 @@ def _remember_inputs(iteration: Iteration, seen: set[str]) -> None:
     seen.update(to_json(item) for item in _inputs(iteration))
 
 
-def _render_iteration(out: _Out, run: Run, iteration: Iteration, seen: set[str]) -> None:
+def _render_iteration(out: StyledLines, run: Run, iteration: Iteration, seen: set[str]) -> None:
     out.add(0, "")
     usage = [t["usage"] for t in iteration.decisions if isinstance(t.get("usage"), dict)]
     tokens = [u.get("total_tokens") for u in usage if isinstance(u.get("total_tokens"), int)]
@@ -229,7 +160,7 @@ def _render_iteration(out: _Out, run: Run, iteration: Iteration, seen: set[str])
             _render_note(out, 1, record)
 
 
-def _describe_op(out: _Out, op: dict[str, Any], before: Any) -> str:
+def _describe_op(out: StyledLines, op: dict[str, Any], before: Any) -> str:
     text = f"{op.get('op', '?')} {op.get('path', '')}"
     if "from" in op:
         text += f" from {op['from']}"
@@ -244,7 +175,7 @@ def _describe_op(out: _Out, op: dict[str, Any], before: Any) -> str:
     return text
 
 
-def _render_messages(out: _Out, iteration: Iteration, seen: set[str]) -> None:
+def _render_messages(out: StyledLines, iteration: Iteration, seen: set[str]) -> None:
     """The system, developer and user messages this iteration sends for the first time."""
     for item in _inputs(iteration):
         if not isinstance(item, dict) or item.get("role") not in _PEOPLE:
@@ -266,7 +197,7 @@ def _render_messages(out: _Out, iteration: Iteration, seen: set[str]) -> None:
 
 
 def _render_exchange(
-    out: _Out,
+    out: StyledLines,
     exchange: Exchange,
     previous: dict[str, Any] | None,
     messages_of: Iteration | None,
@@ -319,7 +250,7 @@ def _render_exchange(
         out.add(2, _describe_error(exchange.error), "yellow" if _retried(exchange.error) else "red")
 
 
-def _request_summary(out: _Out, body: dict[str, Any]) -> list[str]:
+def _request_summary(out: StyledLines, body: dict[str, Any]) -> list[str]:
     lines = [f"model: {body.get('model', '?')}"]
     if "instructions" in body and body["instructions"] is not None:
         lines.append(f"instructions: {out.clip(str(body['instructions']), 100)}")
@@ -376,7 +307,7 @@ def _tool_name(tool: Any) -> str:
 
 
 def _render_decision(
-    out: _Out, turn: dict[str, Any], depth: int = 1, label: str = "decision"
+    out: StyledLines, turn: dict[str, Any], depth: int = 1, label: str = "decision"
 ) -> None:
     calls = [c for c in turn.get("calls") or () if isinstance(c, dict)]
     if calls and turn.get("status") == "completed":  # a turn that continues is no finish
@@ -423,7 +354,7 @@ def _render_decision(
             _render_decision(out, choice, depth + 1, f"choice {number}")
 
 
-def _render_result(out: _Out, result: dict[str, Any]) -> None:
+def _render_result(out: StyledLines, result: dict[str, Any]) -> None:
     duration = result.get("duration")
     took = f" ({secs(duration)})" if isinstance(duration, (int, float)) else ""
     error = result.get("error")
@@ -447,7 +378,7 @@ def _render_result(out: _Out, result: dict[str, Any]) -> None:
             out.add(2, f"error: {error}", "red")
 
 
-def _render_note(out: _Out, depth: int, record: Record) -> None:
+def _render_note(out: StyledLines, depth: int, record: Record) -> None:
     if record.kind == "error":
         out.add(depth, _describe_error(record.data), "red")
     elif record.kind == "handoff":
@@ -475,7 +406,7 @@ def _retried(error: dict[str, Any]) -> bool:
     return bool(error.get("will_retry"))
 
 
-def _render_end(out: _Out, run: Run, trace: Trace) -> None:
+def _render_end(out: StyledLines, run: Run, trace: Trace) -> None:
     out.add(0, "")
     end = run.end
     if end is None:
