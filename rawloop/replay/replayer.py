@@ -78,8 +78,8 @@ class ReplayReport:
     def __str__(self) -> str:
         if self.verdict == "identical":
             iterations = self.result.iterations if self.result else 0
-            noun = "iteration" if iterations == 1 else "iterations"
-            return f"identical: {iterations} {noun} replayed, every request matched the recording"
+            replayed = plural(iterations, "iteration")
+            return f"identical: {replayed} replayed, every request matched the recording"
         if self.divergence is not None:
             return f"diverged: {self.divergence}"
         return f"error: {type(self.error).__name__}: {self.error}"

@@ -52,6 +52,7 @@ import h11
 import orjson
 
 from ..core.errors import ConfigurationError, RawloopError, ReplayDivergence
+from ..core.words import plural
 from ..trace.format import Trace
 from .answers import Shape, divergence_body, header_safe, send_answer
 from .faults import Fault, drop_final_blank_line, parse_fault, trim_to
@@ -378,10 +379,6 @@ class ReplayServer(Server):
             logger.info("%s %s -> %s", method, path, status)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _retry_count(request: h11.Request) -> int | None:
     """The attempt number the client gives its request (``x-stainless-retry-count``), if any."""
     for name, value in request.headers:
@@ -484,7 +481,7 @@ def run_server(
         port=port,
         logger=logger,
         listening=lambda bound: (
-            f"listening on http://{shown}:{bound}/v1 ({_count(len(server.loaded), 'trace')})"
+            f"listening on http://{shown}:{bound}/v1 ({plural(len(server.loaded), 'trace')})"
         ),
-        stopping=lambda: f"{_count(server.served, 'request')} served",
+        stopping=lambda: f"{plural(server.served, 'request')} served",
     )
