@@ -97,6 +97,7 @@ from .requests import (
     request_context,
     string_field,
 )
+from .routes import DEFAULT_AGENT, match_route
 from .sessions import DEFAULT_SESSION
 from .store import (
     DEFAULT_LEASE,
@@ -123,7 +124,6 @@ __all__ = [
 
 logger = logging.getLogger("rawloop.http")
 
-DEFAULT_AGENT = "default"
 MAX_BODY_SIZE = 1024 * 1024
 #: The longest ``Idempotency-Key`` accepted.
 _MAX_KEY = 256
@@ -261,32 +261,14 @@ class AgentApp:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope)
-        parts = path.split("/")
-        method = "GET" if parts[1:2] == ["dispatches"] else "POST"
-        if path in ("/dispatch", "/chat"):
-            route, agent, conversation = path[1:], DEFAULT_AGENT, None
-        elif len(parts) == 4 and parts[:2] == ["", "agents"] and parts[2] and parts[3]:
-            route, agent, conversation = "agent", parts[2], parts[3]
-        elif len(parts) == 5 and parts[:2] == ["", "agents"] and parts[4] == "dispatch":
-            route, agent, conversation = "agent_dispatch", parts[2], parts[3]
-        elif len(parts) == 3 and parts[1] == "dispatches" and parts[2]:
-            route, agent, conversation = "status", DEFAULT_AGENT, None
-        else:
-            raise HTTPProblem(404, f"no route {path}", type="not_found")
-        if scope.get("method") != method:
-            raise HTTPProblem(
-                405,
-                f"{path} answers {method}, not {scope.get('method')}",
-                type="method_not_allowed",
-                headers=[(b"allow", method.encode())],
-            )
+        route, agent, conversation = match_route(path, scope.get("method"))
         if conversation is not None:
             agent = path_name(agent, "name")
             conversation = path_name(conversation, "id")
         context = request_context(scope, path, route, agent, conversation)
         await self._authorize(context, agent, conversation)
         if route == "status":
-            await self._status(send, parts[2])
+            await self._status(send, path.split("/")[2])
             return
         if self.agents.target(agent) is None:
             raise HTTPProblem(404, f"no agent named {agent!r}", type="not_found")
