@@ -64,7 +64,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from .._version import __version__
 from . import otel_attributes as attrs
@@ -80,6 +79,7 @@ from .otel_attributes import (
     set_int,
     set_response,
 )
+from .otel_request import request_attributes
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -108,17 +108,6 @@ _INSTALL_HINT = (
 )
 
 _PROVIDER = "openai"
-#: Request body keys recorded as request attributes, by attribute name.
-_REQUEST_PARAMS = {
-    "gen_ai.request.max_tokens": ("max_output_tokens", "max_completion_tokens", "max_tokens"),
-    "gen_ai.request.temperature": ("temperature",),
-    "gen_ai.request.top_p": ("top_p",),
-    "gen_ai.request.frequency_penalty": ("frequency_penalty",),
-    "gen_ai.request.presence_penalty": ("presence_penalty",),
-    "gen_ai.request.seed": ("seed",),
-    "openai.request.service_tier": ("service_tier",),
-}
-
 _Info = TypeVar("_Info")
 
 
@@ -341,31 +330,7 @@ class OTelHook:
             "gen_ai.provider.name": _PROVIDER,
             "gen_ai.request.model": info.model,
         }
-        parts = urlsplit(info.url)
-        if parts.hostname:
-            attributes["server.address"] = parts.hostname
-            port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-            if port is not None:
-                attributes["server.port"] = port
-        for name, keys in _REQUEST_PARAMS.items():
-            for key in keys:
-                value = body.get(key)
-                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                    attributes[name] = value
-                    break
-        stop = body.get("stop")
-        if isinstance(stop, str):
-            stop = [stop]
-        if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-            attributes["gen_ai.request.stop_sequences"] = stop
-        choices = body.get("n")
-        if isinstance(choices, int) and not isinstance(choices, bool) and choices != 1:
-            attributes["gen_ai.request.choice.count"] = choices
-        conversation = body.get("conversation")
-        if isinstance(conversation, Mapping):
-            conversation = conversation.get("id")
-        if isinstance(conversation, str):
-            attributes["gen_ai.conversation.id"] = conversation
+        attributes.update(request_attributes(info.url, body))
         tools = body.get("tools")
         run.descriptions = descriptions(tools)
         if self.capture_content:
