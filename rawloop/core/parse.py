@@ -39,25 +39,7 @@ class StreamParser:
         self.decoder.raw_names = self.accumulator.raw_names
 
     def feed(self, chunk: bytes) -> list[Delta]:
-        accumulator = self.accumulator
-        deltas: list[Delta] = []
-        event: ServerSentEvent | RawEvent | None = None
-        try:
-            for event in self._decode(chunk):
-                if isinstance(event, tuple):
-                    deltas += accumulator.feed_raw(*event)
-                else:
-                    deltas += accumulator.feed(event)
-        except StreamError as exc:
-            # E.g. a raw event whose bytes are not UTF-8: the accumulator raised it.
-            if exc.partial is None:
-                exc.partial = self.partial_turn()
-            raise
-        except RawloopError:
-            raise
-        except Exception as exc:  # a bug of ours must still come out typed, with the turn
-            raise self._unexpected(exc, event) from exc
-        return deltas
+        return self._fold(self._decode(chunk))
 
     def feed_events(self, chunk: bytes) -> list[tuple[ServerSentEvent, Any, list[Delta]]]:
         """Each completed event, as hooks see it: the event, its JSON, its deltas."""
@@ -159,22 +141,34 @@ class StreamParser:
             exc.partial = self.partial_turn()
             raise
 
-    def _fold_before(self, events: list[ServerSentEvent | RawEvent]) -> None:
+    def _fold(self, events: list[ServerSentEvent | RawEvent]) -> list[Delta]:
+        """Feed decoded events to the accumulator; the deltas they complete."""
+        accumulator = self.accumulator
+        deltas: list[Delta] = []
         event: ServerSentEvent | RawEvent | None = None
         try:
             for event in events:
                 if isinstance(event, tuple):
-                    self.accumulator.feed_raw(*event)
+                    deltas += accumulator.feed_raw(*event)
                 else:
-                    self.accumulator.feed(event)
-        except StreamError as earlier:
-            if earlier.partial is None:
-                earlier.partial = self.partial_turn()
-            raise earlier from None
+                    deltas += accumulator.feed(event)
+        except StreamError as exc:
+            # E.g. a raw event whose bytes are not UTF-8: the accumulator raised it.
+            if exc.partial is None:
+                exc.partial = self.partial_turn()
+            raise
         except RawloopError:
             raise
-        except Exception as bug:
-            raise self._unexpected(bug, event) from bug
+        except Exception as exc:  # a bug of ours must still come out typed, with the turn
+            raise self._unexpected(exc, event) from exc
+        return deltas
+
+    def _fold_before(self, events: list[ServerSentEvent | RawEvent]) -> None:
+        try:
+            self._fold(events)
+        except StreamError as earlier:
+            # Not "during handling of" the later problem: it comes first.
+            raise earlier from earlier.__cause__
 
 
 def parse_stream(data: bytes | Iterable[bytes], dialect: str = "responses") -> Turn:
