@@ -230,7 +230,7 @@ def _attempt(exchange: Exchange, previous: dict[str, Any] | None, key: str) -> s
         parts.append(_headers("request headers", request.get("headers")))
     if response is not None:
         first, last = timing(exchange)
-        size = sum(len(chunk_bytes(c)) for c in exchange.chunks)
+        size = len(exchange.body)
         facts = [f"request id {response.get('request_id')}"] if response.get("request_id") else []
         if num(response.get("t")) is not None:
             facts.append(f"headers after {secs(float(response['t']))}")

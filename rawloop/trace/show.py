@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.redact import redact_json, redact_stream
-from .format import Exchange, Trace, chunk_bytes
+from .format import Exchange, Trace
 from .runs import (
     Iteration,
     Run,
@@ -47,7 +47,7 @@ def raw(trace: Trace) -> bytes:
         prefix = f"run {number} " if len(runs) > 1 else ""
         for iteration in run.iterations:
             for exchange in iteration.exchanges:
-                body = b"".join(chunk_bytes(c) for c in exchange.chunks)
+                body = exchange.body
                 line = (
                     f"--- {prefix}iteration {exchange.iteration} attempt {exchange.attempt}: "
                     f"{target(exchange)} -> {status_of(exchange)} ({len(body)} bytes) ---\n"
@@ -131,7 +131,7 @@ def _exchange_json(exchange: Exchange) -> dict[str, Any]:
         else None,
         "stream": {
             "chunks": len(exchange.chunks),
-            "bytes": sum(len(chunk_bytes(c)) for c in exchange.chunks),
+            "bytes": len(exchange.body),
             "first_byte": first,
             "last_byte": last,
         },

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import Exchange, Record, Trace, chunk_bytes
+from .format import Exchange, Record, Trace
 from .runs import (
     UNKNOWN,
     Iteration,
@@ -234,16 +234,15 @@ def _render_exchange(
         out.add(2, ", ".join(parts), "green" if ok else "red")
     if exchange.chunks:
         first, last = timing(exchange)
-        size = sum(len(chunk_bytes(c)) for c in exchange.chunks)
+        received = exchange.body
         when = ""
         if first is not None and last is not None:
             when = f", first byte {secs(first)}, last byte {secs(last)}"
         chunks = plural(len(exchange.chunks), "chunk")
-        out.add(2, f"stream: {chunks}, {size} bytes{when}", "dim")
+        out.add(2, f"stream: {chunks}, {len(received)} bytes{when}", "dim")
         status = response.get("status") if response is not None else None
         if isinstance(status, int) and status >= 300:  # an error answer: short, and telling
-            body = b"".join(chunk_bytes(c) for c in exchange.chunks)
-            out.add(2, f"body: {out.clip(body.decode(errors='replace'), 300)}", "red")
+            out.add(2, f"body: {out.clip(received.decode(errors='replace'), 300)}", "red")
     elif response is not None:
         out.add(2, "stream: no body recorded", "dim")
     if exchange.error is not None:
