@@ -40,7 +40,7 @@ import ipaddress
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -66,6 +66,7 @@ from ..replay.loopback import (
 )
 from ..trace.live import LiveTimeline
 from ..trace.recorder import Redactor
+from .proxy_http import answer_headers, forward_headers, request_target, upstream_client
 from .proxy_runs import DEFAULT_MAX_RUNS, Attempt, RunTable
 
 __all__ = [
@@ -89,24 +90,6 @@ DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
 #: Upstream timeouts: model calls can think for minutes before the first byte.
 DEFAULT_UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
-# Not forwarded either way: they describe one connection, not the message.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Request headers the proxy sets itself (httpx: host, content-length; identity encoding).
-_NOT_FORWARDED = _HOP_BY_HOP | {"host", "content-length", "expect", "accept-encoding"}
-# Answer headers about the upstream's framing: h11 frames the answer to the client itself.
-_NOT_ANSWERED = _HOP_BY_HOP | {"content-length", "content-encoding"}
 # The client went away: nobody's error (TimeoutError: it stopped reading).
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
@@ -207,7 +190,7 @@ class RecordingProxy(Server):
     ) -> None:
         """Proxy and record until cancelled; then end the open runs. ``task_status.started(port)``."""
         listener = await self._take_listener()
-        self._client = self._http_client or _upstream_client(self.timeout)
+        self._client = self._http_client or upstream_client(self.timeout)
         logger.debug("proxying %s -> %s, traces in %s", self.url, self.upstream, self.out)
         try:
             await serve_listener(
@@ -231,7 +214,7 @@ class RecordingProxy(Server):
 
     async def _request(self, conn: Connection, request: h11.Request) -> None:
         method = request.method.decode("ascii", "replace")
-        target = _target(request)
+        target = request_target(request)
         path = target.split("?", 1)[0]
         if refused := await refuse_tunnels(conn, request, "rawloop record"):  # CONNECT, Upgrade
             logger.info("%s %s -> %d (refused, not forwarded)", method, path, refused)
@@ -254,7 +237,7 @@ class RecordingProxy(Server):
             upstream = client.build_request(
                 method,
                 url,
-                headers=_forward_headers(request.headers),
+                headers=forward_headers(request.headers),
                 content=raw if raw or method not in ("GET", "HEAD", "DELETE", "OPTIONS") else None,
             )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
@@ -324,7 +307,7 @@ class RecordingProxy(Server):
         try:
             reason = response.extensions.get("reason_phrase") or b""
             head = h11.Response(
-                status_code=status, headers=_answer_headers(response.headers.raw), reason=reason
+                status_code=status, headers=answer_headers(response.headers.raw), reason=reason
             )
             await conn.send(head)  # the upstream's reason phrase and headers, as bytes
             chunks = response.aiter_bytes()
@@ -369,28 +352,8 @@ class RecordingProxy(Server):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _upstream_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(
-        timeout=timeout,
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-    )
-    for name in ("accept", "accept-encoding", "user-agent", "connection"):
-        del client.headers[name]  # httpx's defaults: the client's own headers go through
-    return client
-
-
 def _port_of(port: int | None) -> str:
     return f":{port}" if port is not None else ""
-
-
-def _target(request: h11.Request) -> str:
-    """The path and query the client asked for (absolute-form targets lose scheme and host)."""
-    target = request.target.decode("ascii", "replace")
-    if "://" in target:
-        parts = urlsplit(target)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return target if target.startswith("/") else "/" + target
 
 
 def _dialect_of(method: str, path: str) -> str | None:
@@ -405,27 +368,6 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return body if isinstance(body, dict) else None
-
-
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[str]:
-    """Headers named in ``Connection``: hop-by-hop too (RFC 9110 7.6.1)."""
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.decode("latin-1").split(","))
-    return tokens
-
-
-def _forward_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    dropped = _NOT_FORWARDED | _connection_tokens(headers)
-    out = [(k, v) for k, v in headers if k.decode("latin-1").lower() not in dropped]
-    out.append((b"accept-encoding", b"identity"))  # so that the chunks are the server's bytes
-    return out
-
-
-def _answer_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    dropped = _NOT_ANSWERED | _connection_tokens(headers)
-    return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in dropped]
 
 
 def _describe(exc: BaseException) -> str:
