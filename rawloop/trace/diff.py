@@ -27,6 +27,7 @@ import orjson
 
 from ..core.words import plural
 from .format import Trace, chunk_bytes
+from .runs import to_json
 
 __all__ = ["DEFAULT_IGNORE", "MISSING", "WIRE_IGNORE", "Difference", "TraceDiff", "diff"]
 
@@ -428,13 +429,7 @@ def _describe_op(op: Any) -> str:
 
 
 def _show(value: Any, limit: int = 300) -> str:
-    if value is MISSING:
-        return "<absent>"
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return "<absent>" if value is MISSING else to_json(value, limit)
 
 
 # -- the summary ---------------------------------------------------------------------------------
