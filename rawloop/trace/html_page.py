@@ -19,7 +19,7 @@ from typing import Any
 
 from .format import Exchange, Trace, chunk_bytes
 from .html_kit import Price, chunk_texts, cost, document, esc, pretty
-from .html_waterfall import num, status_text, waterfall
+from .html_waterfall import num, waterfall
 from .runs import (
     UNKNOWN,
     Iteration,
@@ -30,6 +30,7 @@ from .runs import (
     item_text,
     plural,
     secs,
+    status_of,
     target,
     timing,
 )
@@ -216,7 +217,7 @@ def _attempt(exchange: Exchange, previous: dict[str, Any] | None, key: str) -> s
     parts = [
         f'<div class="attempt{" failed" if failed else ""}"><div><b>attempt {exchange.attempt}</b>'
         f' <span class="mono">{esc(target(exchange))}</span> → '
-        f'<b class="{"bad" if failed else "ok"}">{esc(status_text(exchange))}</b></div>'
+        f'<b class="{"bad" if failed else "ok"}">{esc(status_of(exchange))}</b></div>'
     ]
     request = exchange.request
     body = request.get("body") if request else None

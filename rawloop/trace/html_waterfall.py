@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .format import Exchange
 from .html_kit import esc
-from .runs import Run, secs, timing
+from .runs import Run, secs, status_of, timing
 
-__all__ = ["num", "status_text", "waterfall"]
+__all__ = ["num", "waterfall"]
 
 
 # -- the waterfall ------------------------------------------------------------------------------
@@ -55,7 +54,7 @@ def _bars(run: Run, number: int) -> list[_Bar]:
                 spans.append((clock + first, clock + last, "wf-body", "streaming body"))
             if failed:
                 spans.append((clock, clock + max(end, 0.0), "wf-failed", "failed"))
-            label = f"iter {iteration.number} attempt {exchange.attempt} → {status_text(exchange)}"
+            label = f"iter {iteration.number} attempt {exchange.attempt} → {status_of(exchange)}"
             bars.append(_Bar(label, anchor, clock, spans, markers, end))
             markers = []
             clock += end
@@ -87,13 +86,6 @@ def _bars(run: Run, number: int) -> list[_Bar]:
 def num(value: Any) -> float | None:
     """A JSON number as a float, else None (a bool is no number)."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def status_text(exchange: Exchange) -> str:
-    """The response status, or ``no response``."""
-    if exchange.response is None:
-        return "no response"
-    return str(exchange.response.get("status"))
 
 
 def waterfall(run: Run, number: int) -> str:
