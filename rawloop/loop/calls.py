@@ -15,8 +15,6 @@ never wrapped in the task group's ``ExceptionGroup``; the others go to the
 
 from __future__ import annotations
 
-import builtins
-import sys
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -24,6 +22,7 @@ import anyio
 
 from ..core.turn import FunctionCall
 from .hooks import ErrorInfo, HookBus
+from .tool_run import exception_group_type, exception_leaves
 from .tools import StopLoop, ToolRegistry, ToolResult, run_tool
 
 __all__ = ["SlowToolWarning", "ToolRunner", "run_calls"]
@@ -120,18 +119,13 @@ async def run_calls(
 
 
 def _group_type() -> type[BaseException]:
-    group = getattr(builtins, "BaseExceptionGroup", None)
-    if group is None:  # Python 3.10: anyio has already imported the backport
-        group = sys.modules["exceptiongroup"].BaseExceptionGroup
-    assert isinstance(group, type)
+    group = exception_group_type()
+    assert group is not None  # on Python 3.10, anyio has imported the backport
     return group
 
 
 def _first(error: BaseException) -> BaseException:
     """The first leaf of an exception group that is not a cancellation."""
-    nested: Sequence[BaseException] = getattr(error, "exceptions", ())
-    if not nested:
-        return error
-    leaves = [_first(sub) for sub in nested]
+    leaves = exception_leaves(error)
     cancelled = anyio.get_cancelled_exc_class()
     return next((leaf for leaf in leaves if not isinstance(leaf, cancelled)), leaves[0])

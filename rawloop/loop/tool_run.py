@@ -121,18 +121,18 @@ def _safe_str(value: object) -> str:
         return object.__repr__(value)
 
 
-def _exception_group_type() -> type[BaseException] | None:
+def exception_group_type() -> type[BaseException] | None:
     group = getattr(builtins, "BaseExceptionGroup", None)
     if group is None:  # Python 3.10: anyio has already imported the backport
         group = getattr(sys.modules.get("exceptiongroup"), "BaseExceptionGroup", None)
     return group
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    group = _exception_group_type()
+def exception_leaves(exc: BaseException) -> list[BaseException]:
+    group = exception_group_type()
     if group is not None and isinstance(exc, group):
         nested: Sequence[BaseException] = getattr(exc, "exceptions", ())
-        return [leaf for sub in nested for leaf in _leaves(sub)]
+        return [leaf for sub in nested for leaf in exception_leaves(sub)]
     return [exc]
 
 
@@ -189,7 +189,7 @@ async def run_tool(
     except anyio.get_cancelled_exc_class():
         raise
     except Exception as exc:
-        leaves = _leaves(exc)
+        leaves = exception_leaves(exc)
         for leaf in leaves:
             if isinstance(leaf, StopLoop):
                 raise leaf from None  # a task group in the handler had wrapped it
