@@ -95,6 +95,7 @@ from .requests import (
     path_name,
     proxy_url_of,
     request_context,
+    session_name,
     string_field,
 )
 from .routes import DEFAULT_AGENT, match_route
@@ -283,10 +284,7 @@ class AgentApp:
             )
         else:
             message = string_field(body.get("message"), "message")
-        session = body.get("session")
-        if session is not None:
-            session = path_name(session, "session")
-        context = replace(context, session=session)
+        context = replace(context, session=session_name(body))
         loop = await self.loop_for(context, body)
         if route == "agent":
             await self._converse(context, loop, message, scope, receive, send)
@@ -344,9 +342,7 @@ class AgentApp:
     ) -> None:
         if "input" not in body:
             raise HTTPProblem(422, "input is missing", field="input", type="invalid_field")
-        session = body.get("session")
-        if session is not None:
-            session = path_name(session, "session")
+        session = session_name(body)
         key = header(scope, b"idempotency-key")
         if key is not None and not (0 < len(key) <= _MAX_KEY and key.isprintable()):
             raise HTTPProblem(

@@ -29,6 +29,7 @@ __all__ = [
     "path_name",
     "proxy_url_of",
     "request_context",
+    "session_name",
     "spoken_type",
     "string_field",
 ]
@@ -98,6 +99,12 @@ def path_name(value: object, field: str) -> str:
         return check_name(value, field)
     except ValueError as exc:
         raise HTTPProblem(400, str(exc), field=field, type="invalid_name") from None
+
+
+def session_name(body: Mapping[str, Any]) -> str | None:
+    """The body's optional ``session`` name, checked (400 when it is not a name)."""
+    session = body.get("session")
+    return path_name(session, "session") if session is not None else None
 
 
 def field_of(body: dict[str, Any], name: str, kind: type) -> Any:

@@ -24,7 +24,7 @@ import orjson
 
 from .answers import EventHooks, failure, log_failure, summary
 from .asgi import HTTPProblem, Receive, Scope, Send, route_path
-from .requests import path_name, request_context
+from .requests import path_name, request_context, session_name
 from .sessions import DEFAULT_SESSION
 from .store import SessionKey
 from .turns import run_turn
@@ -114,14 +114,12 @@ async def _turn(app: AgentApp, context: Any, frame: str, emit: Any) -> None:
         await emit("error", _invalid("message must be a non-empty string", "message"))
         return
     try:
-        session = body.get("session")
-        session = path_name(session, "session") if session is not None else None
-        context = replace(context, session=session)
+        context = replace(context, session=session_name(body))
         loop = await app.loop_for(context, body)
     except HTTPProblem as problem:
         await emit("error", {**problem.document()["error"]})
         return
-    key = SessionKey(context.agent, context.conversation_id, session or DEFAULT_SESSION)
+    key = SessionKey(context.agent, context.conversation_id, context.session or DEFAULT_SESSION)
     extra = {"session": {"agent": key.agent, "id": key.id, "name": key.name}}
     with app.run_scope(context) as request_hooks:
         try:
