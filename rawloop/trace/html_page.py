@@ -33,6 +33,7 @@ from .runs import (
     status_of,
     target,
     timing,
+    tool_name,
 )
 
 __all__ = ["show_page", "turn_summary", "usage_rows"]
@@ -292,7 +293,7 @@ def _request_body(body: dict[str, Any]) -> str:
         )
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        names = ", ".join(_tool_name(t) for t in tools)
+        names = ", ".join(tool_name(t) for t in tools)
         parts.append(
             f'<details class="sub"><summary>tools: {esc(names)}</summary><pre>{esc(pretty(tools))}</pre></details>'
         )
@@ -319,17 +320,6 @@ def _compact(value: Any) -> str:
             if isinstance(value, bool)
             else str(value)
         )
-    )
-
-
-def _tool_name(tool: Any) -> str:
-    if not isinstance(tool, dict):
-        return "?"
-    function = tool.get("function")
-    return str(
-        tool.get("name")
-        or (function.get("name") if isinstance(function, dict) else None)
-        or tool.get("type")
     )
 
 

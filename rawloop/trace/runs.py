@@ -41,6 +41,7 @@ __all__ = [
     "target",
     "timing",
     "to_json",
+    "tool_name",
     "usage_text",
 ]
 
@@ -239,6 +240,15 @@ def item_text(item: Any) -> tuple[str, str]:
                 text += f"\ncall {function.get('name')}({function.get('arguments')})"
         return str(role), text.strip()
     return str(kind or "item"), pretty(item)
+
+
+def tool_name(tool: Any) -> str:
+    """The name of a tool definition (Responses or Chat Completions shape), else its type or ``?``."""
+    if not isinstance(tool, dict):
+        return "?"
+    function = tool.get("function")
+    name = tool.get("name") or (function.get("name") if isinstance(function, dict) else None)
+    return str(name or tool.get("type") or "?")
 
 
 def content_text(content: Any) -> str:

@@ -26,6 +26,7 @@ from .runs import (
     target,
     timing,
     to_json,
+    tool_name,
     usage_text,
 )
 from .styled_lines import StyledLines
@@ -263,7 +264,7 @@ def _request_summary(out: StyledLines, body: dict[str, Any]) -> list[str]:
         lines.append(f"input: text, {len(items)} chars: {clip(items, 100)}")
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        lines.append(f"tools: {', '.join(_tool_name(t) for t in tools)}")
+        lines.append(f"tools: {', '.join(tool_name(t) for t in tools)}")
     params = [
         f"{k}={to_json(v, 60)}"
         for k, v in body.items()
@@ -295,14 +296,6 @@ def _item_kind(item: Any) -> str:
     if role:
         return str(role) if kind in (None, "message") else f"{kind} {role}"
     return str(kind or "?")
-
-
-def _tool_name(tool: Any) -> str:
-    if not isinstance(tool, dict):
-        return "?"
-    function = tool.get("function")
-    name = tool.get("name") or (function.get("name") if isinstance(function, dict) else None)
-    return str(name or tool.get("type") or "?")
 
 
 def _render_decision(
