@@ -259,10 +259,11 @@ class TraceRecorder:
         encoded: dict[str, Any] = encode_chunk(data)
         if data != wire:
             # The secret scan changed these bytes: say so, and where.
+            where = [f"/{next(iter(encoded))}"]  # /text or /b64
             self.records_withheld += 1
-            self._warn(record, [f"/{next(iter(encoded))}"])
+            self._warn(record, where)
             encoded["redacted"] = True
-            encoded["withheld"] = [f"/{next(iter(encoded))}"]
+            encoded["withheld"] = where
         if "text" in encoded:
             text = self.redactor.text(encoded["text"])
             if text != encoded["text"]:
