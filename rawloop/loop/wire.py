@@ -8,6 +8,7 @@ partial turn of whatever arrived.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -232,18 +233,5 @@ def _secs(value: float | None) -> str:
 def open_client(http_client: httpx.AsyncClient | None, timeout: httpx.Timeout) -> Any:
     """``async with`` this for the client to send with: ``http_client`` (left open) or a new one."""
     if http_client is not None:
-        return _Borrowed(http_client)
+        return contextlib.nullcontext(http_client)
     return httpx.AsyncClient(timeout=timeout)
-
-
-class _Borrowed:
-    """A context manager that hands out a client it does not own (and so does not close)."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        return self.client
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
