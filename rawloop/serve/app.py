@@ -320,7 +320,7 @@ class AgentApp:
         assert context.conversation_id is not None
         key = SessionKey(context.agent, context.conversation_id, context.session or DEFAULT_SESSION)
         stream = "text/event-stream" in (header(scope, b"accept") or "")
-        extra = {"session": {"agent": key.agent, "id": key.id, "name": key.name}}
+        extra = {"session": key.document()}
         await self._answer(
             context,
             receive,

@@ -98,6 +98,10 @@ class SessionKey:
     def __str__(self) -> str:
         return f"{self.agent}/{self.id}/{self.name}"
 
+    def document(self) -> dict[str, str]:
+        """``{"agent", "id", "name"}``: how answers and trace headers name the session."""
+        return {"agent": self.agent, "id": self.id, "name": self.name}
+
 
 @dataclass(frozen=True)
 class SessionLimits:

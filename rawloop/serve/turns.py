@@ -207,8 +207,7 @@ async def run_turn(
         if info is not None and info.turns >= store.limits.max_turns:
             raise SessionFull(f"session {key} has {info.turns} turns, the most it may hold")
         before = await store.history(key)
-        session = {"agent": key.agent, "id": key.id, "name": key.name}
-        header_meta = {"session": session, **(metadata or {})}
+        header_meta = {"session": key.document(), **(metadata or {})}
         with tempfile.TemporaryDirectory(prefix="rawloop-turn-") as scratch:
             path = Path(scratch) / "turn.jsonl"
             recorder = TraceRecorder(path, metadata=header_meta)

@@ -120,7 +120,7 @@ async def _turn(app: AgentApp, context: Any, frame: str, emit: Any) -> None:
         await emit("error", {**problem.document()["error"]})
         return
     key = SessionKey(context.agent, context.conversation_id, context.session or DEFAULT_SESSION)
-    extra = {"session": {"agent": key.agent, "id": key.id, "name": key.name}}
+    extra = {"session": key.document()}
     with app.run_scope(context) as request_hooks:
         try:
             result = await run_turn(
