@@ -18,7 +18,7 @@ from ..core.conversation import conversation, tool_outputs
 from ..core.dialect import api_root, dialect_of_path
 from ..core.errors import SecretInTraceError, StreamError
 from ..core.jsondiff import first_difference
-from ..core.parse import StreamParser
+from ..core.parse import parse_stream
 from ..core.redact import SECRET_PATTERN, redact_headers
 from ..loop.state import add_usage
 from ..replay.replayer import DEFAULT_VOLATILE
@@ -133,10 +133,8 @@ def _parse_turns(calls: list[_Call], dialect: str, notes: list[str]) -> None:
         if call.interaction.status >= 300:
             attempt += 1  # the next call retries this iteration
             continue
-        parser = StreamParser(dialect)
         try:
-            parser.feed(call.interaction.response_body)
-            call.turn = parser.close()
+            call.turn = parse_stream(call.interaction.response_body, dialect)
         except StreamError as exc:
             call.error = exc
             rest = calls[number + 1 :]
