@@ -48,6 +48,7 @@ import pytest
 
 from ..core.errors import ReplayDivergence
 from ..core.words import plural
+from ..loop.tool_run import exception_leaves
 from .pytest_markers import MARKER, trace_of
 from .pytest_replay import RECORDED, RawloopReplay
 from .pytest_server import RawloopServer
@@ -138,13 +139,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 
 def _divergence_in(exc: BaseException) -> ReplayDivergence | None:
     """The ``ReplayDivergence`` that ``exc`` is, or holds (inside exception groups)."""
-    if isinstance(exc, ReplayDivergence):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _divergence_in(inner)
-        if found is not None:
-            return found
-    return None
+    found = (leaf for leaf in exception_leaves(exc) if isinstance(leaf, ReplayDivergence))
+    return next(found, None)
 
 
 def replay_message(item: pytest.Item) -> str | None:
