@@ -18,12 +18,9 @@ __all__ = ["add_commands"]
 def _cmd_replay(args: argparse.Namespace) -> int:
     import tempfile
 
-    import anyio
-
     from ..loop.tool_files import load_module, tools_in
     from ..replay.capture_replay import is_capture
     from ..replay.chunking import CHUNKINGS
-    from ..replay.replayer import replay
     from ..trace.recorder import TraceRecorder
     from ..trace.show import render
 
@@ -42,63 +39,31 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.save) if args.save else Path(tmp) / "replay.jsonl"
         recorder = TraceRecorder(out, metadata={"replay_of": str(args.trace)})
-
-        async def go() -> Any:
-            common: dict[str, Any] = {
-                "tools": tools,
-                "rate": args.rate,
-                "chunking": args.chunking,
-                "seed": args.seed,
-                "faults": args.fault,
-                "live_tools": args.live_tools,
-                "hooks": [recorder, *hooks],
-            }
-            if args.server:
-                from ..replay.server import replay_over_http
-
-                return await replay_over_http(trace, **common)
-            return await replay(trace, on_divergence=args.on_divergence, **common)
-
-        report = anyio.run(go)
+        report = _run(args, trace, tools=tools, hooks=[recorder, *hooks])
         recorder.close()
         if not args.quiet and out.exists():
             replayed = load_trace(str(out))
             replayed.path = f"replay of {args.trace}"
             sys.stdout.write(render(replayed, color=use_color()))
-    _tool_differences(report)
-    sys.stdout.write(f"replay of {args.trace}: {report}\n")
+    _verdict(args, report)
     if args.save:
         sys.stdout.write(f"replayed run saved to {args.save}\n")
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
 
 
-def _tool_differences(report: Any) -> None:
-    for difference in report.tool_differences:
-        sys.stdout.write(
-            f"tool output changed: {difference['name']} {difference['call_id']}: "
-            f"recorded {difference['recorded']!r}, now {difference['actual']!r}\n"
-        )
-
-
-def _replay_as_sent(args: argparse.Namespace, trace: Any, tools: list[Any]) -> int:
-    """A capture of another client: its recorded requests, as sent, against the responder."""
+def _run(args: argparse.Namespace, trace: Any, **options: Any) -> Any:
+    """Replay ``trace`` as the command line asks: in process, or over a loopback server."""
     import anyio
 
     from ..replay.replayer import replay
 
-    if args.save:
-        raise RawloopError(
-            "--save writes a loop's run: add --loop to re-drive the capture through rawloop's loop"
-        )
-    options: dict[str, Any] = {
-        "rate": args.rate,
-        "chunking": args.chunking,
-        "seed": args.seed,
-        "faults": args.fault,
-        "as_sent": True,
-        "tools": tools,
-        "live_tools": args.live_tools,
-    }
+    options.update(
+        rate=args.rate,
+        chunking=args.chunking,
+        seed=args.seed,
+        faults=args.fault,
+        live_tools=args.live_tools,
+    )
 
     async def go() -> Any:
         if args.server:
@@ -107,17 +72,35 @@ def _replay_as_sent(args: argparse.Namespace, trace: Any, tools: list[Any]) -> i
             return await replay_over_http(trace, **options)
         return await replay(trace, on_divergence=args.on_divergence, **options)
 
+    return anyio.run(go)
+
+
+def _verdict(args: argparse.Namespace, report: Any) -> None:
+    """The tool outputs that changed, then the report's one-line verdict."""
+    for difference in report.tool_differences:
+        sys.stdout.write(
+            f"tool output changed: {difference['name']} {difference['call_id']}: "
+            f"recorded {difference['recorded']!r}, now {difference['actual']!r}\n"
+        )
+    sys.stdout.write(f"replay of {args.trace}: {report}\n")
+
+
+def _replay_as_sent(args: argparse.Namespace, trace: Any, tools: list[Any]) -> int:
+    """A capture of another client: its recorded requests, as sent, against the responder."""
+    if args.save:
+        raise RawloopError(
+            "--save writes a loop's run: add --loop to re-drive the capture through rawloop's loop"
+        )
     count = len(trace.exchanges())
     if not args.quiet:
         sys.stdout.write(
             f"{args.trace} is a capture (rawloop record): replaying its "
             f"{plural(count, 'request')} as the client sent them (--loop re-drives it through rawloop's loop)\n"
         )
-    report = anyio.run(go)
+    report = _run(args, trace, as_sent=True, tools=tools)
     if not args.quiet and report.result is not None:
         _replayed_turns(report.result)
-    _tool_differences(report)
-    sys.stdout.write(f"replay of {args.trace}: {report}\n")
+    _verdict(args, report)
     return {"identical": 0, "diverged": 1}.get(report.verdict, 2)
 
 
