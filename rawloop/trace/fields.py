@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.dialect import DIALECTS
+
 __all__ = ["record_problem"]
 
 # A trace comes from a customer: every field a tool reads is checked on load, so
@@ -34,6 +36,10 @@ def _number(v: Any) -> bool:
 
 def _str(v: Any) -> bool:
     return type(v) is str
+
+
+def _dialect(v: Any) -> bool:
+    return v in DIALECTS
 
 
 def _url(v: Any) -> bool:
@@ -96,7 +102,7 @@ _NAMES: dict[Check, str] = {
 #: Per kind: field -> (check, required). ``withheld`` may be on any record.
 _FIELDS: dict[str, dict[str, tuple[Check, bool]]] = {
     "header": {
-        "dialect": (lambda v: v in ("responses", "chat"), False),
+        "dialect": (_dialect, False),
         "base_url": (_url, False),
         "model": (_or_null(_str), False),
         "created": (_str, False),
@@ -164,7 +170,7 @@ _FIELDS: dict[str, dict[str, tuple[Check, bool]]] = {
 
 #: The fields of a decision's turn (``Turn.to_dict()``) that tools read.
 _TURN: dict[str, Check] = {
-    "dialect": lambda v: v in ("responses", "chat"),
+    "dialect": _dialect,
     "response_id": _or_null(_str),
     "model": _or_null(_str),
     "status": _str,
