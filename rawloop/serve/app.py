@@ -83,9 +83,8 @@ from .asgi import (
     until_disconnect,
 )
 from .dispatcher import Dispatcher
-from .forward import TraceForwarder
+from .forward import proxied_run
 from .harness import open_store
-from .remote_tools import remote_session
 from .requests import (
     Authorize,
     RequestContext,
@@ -401,12 +400,10 @@ class AgentApp:
         """
         token = current_request.set(context)  # task groups copy it into their tasks
         try:
-            if context.proxy_url:
-                hooks = [TraceForwarder(context.proxy_url, context.run_token)]
-                with remote_session(context.proxy_url, context.run_token):
-                    yield hooks if self.forward_trace else []
-            else:
-                yield []
+            with proxied_run(
+                context.proxy_url, context.run_token, forward_trace=self.forward_trace
+            ) as hooks:
+                yield hooks
         finally:
             current_request.reset(token)
 

@@ -40,8 +40,7 @@ from ..core.errors import RawloopError
 from ..loop.state import RunResult
 from .agents import AgentContext, Agents
 from .answers import failure, transcript
-from .forward import TraceForwarder
-from .remote_tools import remote_session
+from .forward import proxied_run
 from .sessions import DEFAULT_SESSION
 from .store import DEFAULT_LEASE, Dispatch, DispatchRequest, SessionKey, SessionStore
 from .turns import run_turn
@@ -194,7 +193,6 @@ class Dispatcher:
         loop = await self.agents.loop_for(context)
         if loop is None:
             raise UnknownAgent(f"no agent named {request.agent!r}")
-        hooks = list(self.hooks)
         message = message_of(request.input)
         worker = self.worker_id
 
@@ -202,18 +200,17 @@ class Dispatcher:
             # Store the turn only while this worker holds the dispatch.
             return await self.store.renew(dispatch.dispatch_id, worker, lease=self.lease)
 
-        options: dict[str, Any] = {
-            "hooks": hooks,
-            "lock_lease": self.lease,
-            "turn_metadata": {"dispatch_id": dispatch.dispatch_id},
-            "keep": still_ours,
-        }
-        if request.proxy_url:
-            if self.forward_trace:
-                hooks.append(TraceForwarder(request.proxy_url, token))
-            with remote_session(request.proxy_url, token):
-                return await run_turn(self.store, loop, key, message, **options)
-        return await run_turn(self.store, loop, key, message, **options)
+        with proxied_run(request.proxy_url, token, forward_trace=self.forward_trace) as hooks:
+            return await run_turn(
+                self.store,
+                loop,
+                key,
+                message,
+                hooks=[*self.hooks, *hooks],
+                lock_lease=self.lease,
+                turn_metadata={"dispatch_id": dispatch.dispatch_id},
+                keep=still_ours,
+            )
 
     async def _stored_outcome(self, dispatch: Dispatch, key: SessionKey) -> dict[str, Any] | None:
         """The answer of an attempt whose turn was stored, or ``None`` when none was."""

@@ -17,15 +17,18 @@ with the token) and the run goes on. The token is not in ``repr()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 
 from ..loop.hooks import DecisionInfo, ResultInfo
+from .remote_tools import remote_session
 
-__all__ = ["TraceForwarder"]
+__all__ = ["TraceForwarder", "proxied_run"]
 
 logger = logging.getLogger("rawloop.http")
 
@@ -115,3 +118,19 @@ class TraceForwarder:
             )
             return
         self.sent += 1
+
+
+@contextlib.contextmanager
+def proxied_run(
+    proxy_url: str | None, token: str | None, *, forward_trace: bool = True
+) -> Iterator[list[Any]]:
+    """What a run with a tool proxy needs: ``RemoteTool``s call it within the block.
+
+    Yields the hooks the run adds: a ``TraceForwarder`` to the proxy when there
+    is one and ``forward_trace`` is true, else none.
+    """
+    if not proxy_url:
+        yield []
+        return
+    with remote_session(proxy_url, token):
+        yield [TraceForwarder(proxy_url, token)] if forward_trace else []
