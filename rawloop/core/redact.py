@@ -248,7 +248,7 @@ def redact_stream(body: bytes) -> bytes:
 
 def has_secret(text: str) -> bool:
     """Whether ``text`` holds anything shaped like an API key or bearer token."""
-    return SECRET_PATTERN.search(text) is not None
+    return _maybe(text) and bool(_find_keys(text, SECRET_PATTERN, "sk-", _BEARER, 0))
 
 
 def may_hold_secret(data: bytes | str) -> bool:
