@@ -13,7 +13,7 @@ from __future__ import annotations
 from .diff import TraceDiff
 from .format import Trace
 from .html_kit import document, esc
-from .runs import Iteration, Run, group_runs, item_text, plural, pretty
+from .runs import Iteration, Run, group_runs, item_text, plural, pretty, request_items
 
 __all__ = ["diff_page", "iteration_lines"]
 
@@ -34,10 +34,7 @@ def iteration_lines(iteration: Iteration | None) -> dict[str, str]:
         lines["model"] = str(body.get("model"))
         if body.get("instructions") is not None:
             lines["instructions"] = str(body["instructions"])
-        items = body.get("input", body.get("messages"))
-        if isinstance(items, str):
-            items = [{"role": "user", "content": items}]
-        for number, item in enumerate(items if isinstance(items, list) else ()):
+        for number, item in enumerate(request_items(body)):
             head, text = item_text(item)
             lines[f"input #{number}"] = f"{head}: {text}"
         if body.get("tools"):

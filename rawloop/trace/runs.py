@@ -34,6 +34,7 @@ __all__ = [
     "item_text",
     "plural",
     "pretty",
+    "request_items",
     "safe",
     "safe_headers",
     "secs",
@@ -218,6 +219,16 @@ def edit_before(run: Run, iteration: Iteration, op: dict[str, Any]) -> Any:
 
 
 # -- input items -----------------------------------------------------------------------
+
+
+def request_items(body: Any) -> list[Any]:
+    """A request body's ``input`` (a string is one user message) or ``messages``, else ``[]``."""
+    if not isinstance(body, dict):
+        return []
+    items = body.get("input", body.get("messages"))
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    return items if isinstance(items, list) else []
 
 
 def item_text(item: Any) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from .runs import (
     header_summary,
     item_text,
     plural,
+    request_items,
     safe_headers,
     secs,
     target,
@@ -118,13 +119,7 @@ def _uses_tool(iteration: Iteration, name: str) -> bool:
 
 def _inputs(iteration: Iteration) -> list[Any]:
     request = iteration.exchanges[-1].request if iteration.exchanges else {}
-    body = request.get("body") if request else None
-    if not isinstance(body, dict):
-        return []
-    items = body.get("input", body.get("messages"))
-    if isinstance(items, str):
-        return [{"role": "user", "content": items}]
-    return items if isinstance(items, list) else []
+    return request_items(request.get("body") if request else None)
 
 
 def _remember_inputs(iteration: Iteration, seen: set[str]) -> None:
