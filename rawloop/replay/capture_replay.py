@@ -129,7 +129,7 @@ async def replay_as_sent(
         report.unconsumed = transport.responder.unconsumed()
         if report.verdict == "identical" and report.divergences:
             report.verdict, report.divergence = "diverged", report.divergences[0]
-    report.result = _result(trace, turns, live)
+    report.result = _result(trace, exchanges, turns, live)
     return report
 
 
@@ -297,9 +297,10 @@ def _decision_difference(recorded: dict[str, Any], turn: Turn) -> Difference | N
     return first_difference(comparable_turn(recorded), comparable_turn(turn.to_dict()))
 
 
-def _result(trace: Trace, turns: list[Turn], live: _LiveTools | None = None) -> RunResult:
+def _result(
+    trace: Trace, exchanges: list[Exchange], turns: list[Turn], live: _LiveTools | None = None
+) -> RunResult:
     """The run as the capture shows it: the replayed turns, the results the client sent."""
-    exchanges = trace.exchanges()
     last = exchanges[-1].request.get("body") if exchanges else None
     body = last if isinstance(last, dict) else {}
     usage: dict[str, int] = {}
