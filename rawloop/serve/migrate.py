@@ -55,8 +55,7 @@ async def import_session_files(store: SessionStore, root: str | Path) -> int:
             continue
         history: list[dict[str, object]] = []
         for run in runs:
-            records = [run.header, *(r.data for r in run.records)]
-            turn = encode_run(records, history, metadata={"imported_from": str(path)})
+            turn = encode_run(run, history, metadata={"imported_from": str(path)})
             if turn is None:
                 continue
             await store.append_turn(key, turn)

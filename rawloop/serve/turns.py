@@ -103,20 +103,20 @@ def _expand(body: Mapping[str, Any], items: Sequence[Any]) -> dict[str, Any]:
 
 
 def encode_run(
-    records: Sequence[Mapping[str, Any]],
+    run: Trace | None,
     before: Sequence[Mapping[str, Any]],
     *,
     instructions: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> NewTurn | None:
-    """The ``NewTurn`` of a recorded run (header first) that began with ``before``.
+    """The ``NewTurn`` of a recorded run that began with ``before``.
 
-    ``None`` when the run never sent a request (it changed nothing).
+    ``None`` when there is no run or it never sent a request (it changed nothing).
     """
-    if not records or not any(r.get("kind") == "request" for r in records):
+    if run is None or not any(r.kind == "request" for r in run.records):
         return None
-    raw = b"\n".join(orjson.dumps(r) for r in records) + b"\n"
-    after = conversation(Trace.parse(raw, "<turn>"), instructions=instructions)
+    records = [run.header, *(r.data for r in run.records)]
+    after = conversation(run, instructions=instructions)
     common = 0
     while common < min(len(before), len(after)) and before[common] == after[common]:
         common += 1
@@ -172,13 +172,12 @@ def session_trace(turns: Sequence[StoredTurn]) -> bytes:
     return b"".join(turn_trace(turns, t.index) for t in sorted(turns, key=lambda t: t.index))
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _read_run(path: Path) -> Trace | None:
     if not path.exists() or path.stat().st_size == 0:
-        return []
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a cut last line: dropped
-        trace = Trace.load(path)
-    return [trace.header, *(r.data for r in trace.records)]
+        return Trace.load(path)
 
 
 async def run_turn(
@@ -218,9 +217,9 @@ async def run_turn(
             finally:
                 recorder.close()
                 with anyio.CancelScope(shield=True):
-                    records = await anyio.to_thread.run_sync(_read_records, path)
+                    run = await anyio.to_thread.run_sync(_read_run, path)
                     turn = encode_run(
-                        records,
+                        run,
                         before,
                         instructions=loop.instructions,
                         metadata={"model": loop.model, **(turn_metadata or {})},
