@@ -25,19 +25,10 @@ from rawloop.replay.replayer import Responder, replay
 from rawloop.replay.restream import restream
 from rawloop.trace.format import Trace
 
+from .strategies import json_values, texts
+
 pytestmark = pytest.mark.anyio
 
-# Any Unicode text JSON can carry: everything but lone surrogates.
-texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=120)
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | texts,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=8,
-)
 
 # -- a recorded JSON answer, streamed: rawloop.replay.restream --------------------------------
 

@@ -22,23 +22,14 @@ from rawloop.replay.script import SCRIPT_HELP
 from rawloop.replay.server import ReplayServer
 from rawloop.replay.synth import load_script, script_to_trace, synthesize_turn, validate_script
 
+from .strategies import json_values, texts
+
 pytestmark = pytest.mark.anyio
 
 TLS = ssl.create_default_context()
 
 # -- strategies ---------------------------------------------------------------------------------
 
-# Any Unicode text JSON can carry: everything but lone surrogates.
-texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=120)
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | texts,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=8,
-)
 arguments = st.dictionaries(texts, json_values, max_size=4) | texts.map(
     lambda t: orjson.dumps({"q": t}).decode()
 )
