@@ -17,11 +17,11 @@ import orjson
 
 from ..core import jsonpath
 from ..core.errors import RawloopError
+from ..core.words import plural
 from .breakpoints import parse_condition
 from .debugger import Debugger, Pause
 from .errors import StepError
 from .views import (
-    count,
     departure_note,
     end_lines,
     raw_lines,
@@ -301,7 +301,7 @@ class StepShell(cmd.Cmd):
             if not dbg.conditions:
                 self.say("no conditional breakpoints")
             for c in dbg.conditions:
-                self.say(f"{c.number}: {c} (hit {count(c.hits, 'time')})")
+                self.say(f"{c.number}: {c} (hit {plural(c.hits, 'time')})")
             return False
         condition = dbg.add_condition(*parse_condition(arg))
         self.say(f"breakpoint {condition.number}: {condition}")
@@ -330,11 +330,11 @@ class StepShell(cmd.Cmd):
             if not have:
                 self.say("no conditional breakpoints")
                 return False
-            if not self._confirm(f"Clear all {count(have, 'breakpoint')}? (y/n) "):
+            if not self._confirm(f"Clear all {plural(have, 'breakpoint')}? (y/n) "):
                 self.say("kept them")
                 return False
         removed = self.debugger.clear_conditions(int(text) if text else None)
-        self.say(f"cleared {count(len(removed), 'breakpoint')}")
+        self.say(f"cleared {plural(len(removed), 'breakpoint')}")
         return False
 
     do_cl = do_clear

@@ -16,11 +16,11 @@ import orjson
 
 from ..core.errors import ReplayDivergence
 from ..core.jsondiff import Difference
+from ..core.words import plural
 from .debugger import Debugger, Pause
 from .wording import describe_difference, describe_op, describe_turn, shorten
 
 __all__ = [
-    "count",
     "departure_note",
     "end_lines",
     "failure_line",
@@ -29,11 +29,6 @@ __all__ = [
     "usage_text",
     "where_lines",
 ]
-
-
-def count(n: int, noun: str) -> str:
-    """``1 item``, ``3 items``."""
-    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def usage_text(usage: dict[str, int]) -> str:
@@ -63,7 +58,7 @@ def where_lines(dbg: Debugger, title: str) -> list[str]:
         lines += result_lines(state.results, indent="    ")
     items = state.input
     if items:
-        lines.append(f"  input: {count(len(items), 'item')}, the last: {_item(items[-1])}")
+        lines.append(f"  input: {plural(len(items), 'item')}, the last: {_item(items[-1])}")
     lines.append(f"  usage so far: {usage_text(state.usage)}")
     edits = dbg.pending_edits()
     if edits:
@@ -128,7 +123,7 @@ def end_lines(dbg: Debugger, pause: Pause) -> list[str]:
     if result is not None:
         lines.append(
             f"the run ended: {result.stop_reason} after "
-            f"{count(result.iterations, 'iteration')} ({usage_text(result.usage)})"
+            f"{plural(result.iterations, 'iteration')} ({usage_text(result.usage)})"
         )
         if result.turns and result.turns[-1].text:
             lines.append(f"  final text: {shorten(result.turns[-1].text, 200)}")
@@ -141,7 +136,7 @@ def end_lines(dbg: Debugger, pause: Pause) -> list[str]:
             )
             ignored = dbg.divergences_ignored()
             if ignored:
-                line += f": {count(ignored, 'request')} off the recording answered from it anyway"
+                line += f": {plural(ignored, 'request')} off the recording answered from it anyway"
             lines.append(line)
         elif pause.error is None:
             lines.append("  replay: every request matched the recording")
