@@ -60,8 +60,8 @@ class AgentSession:
 
     def __init__(self, harness: AgentHarness, name: str) -> None:
         self.harness = harness
-        self.name = check_name(name, "session")
-        self.key = SessionKey(harness.name, harness.id, self.name)
+        self.key = SessionKey(harness.name, harness.id, name)  # checks the name
+        self.name = self.key.name
 
     def __repr__(self) -> str:
         return f"<AgentSession {self.key}>"
