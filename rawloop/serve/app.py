@@ -68,6 +68,7 @@ from ..loop.state import RunResult
 from .agents import AgentContext, Agents, AgentTarget, Profile
 from .answers import EventHooks, failure, log_failure, status_of, summary, transcript
 from .asgi import (
+    MAX_BODY_SIZE,
     ClientDisconnected,
     Emit,
     HTTPProblem,
@@ -124,7 +125,6 @@ __all__ = [
 
 logger = logging.getLogger("rawloop.http")
 
-MAX_BODY_SIZE = 1024 * 1024
 #: The longest ``Idempotency-Key`` accepted.
 _MAX_KEY = 256
 

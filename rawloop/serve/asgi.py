@@ -33,6 +33,7 @@ import orjson
 from ..core.errors import RawloopError
 
 __all__ = [
+    "MAX_BODY_SIZE",
     "ASGIApp",
     "ClientDisconnected",
     "Emit",
@@ -50,6 +51,9 @@ __all__ = [
     "sse_event",
     "until_disconnect",
 ]
+
+#: The largest request body read by default (413 past it).
+MAX_BODY_SIZE = 1024 * 1024
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -25,7 +25,7 @@ from typing import Any
 from ..core.errors import ConfigurationError
 from ..loop.tool_files import load_module
 from .agents import Agents, load_agents_dir, missing_api_keys
-from .app import MAX_BODY_SIZE, app
+from .asgi import MAX_BODY_SIZE
 from .store import DEFAULT_LEASE, SessionLimits
 from .store_sqlite import default_store_path
 
@@ -137,6 +137,8 @@ def serve_agent(target: str, host: str = "127.0.0.1", port: int = 8000, **option
         agents, host, app_options.get("authorize"), check_keys=check_keys
     ):
         sys.stderr.write(f"rawloop serve-agent: warning: {warning}\n")
+    from .app import app  # the server stack loads only when serving, not for `rawloop --help`
+
     asgi = app(agents, **app_options)
     if "ws" not in options and importlib.util.find_spec("wsproto") is not None:
         options["ws"] = "wsproto"
