@@ -35,8 +35,6 @@ sees what it would have seen. When the proxy stops, runs still open get an
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ipaddress
 import logging
 import sys
 import time
@@ -51,6 +49,7 @@ import h11
 import httpx
 import orjson
 
+from ..core.addresses import is_loopback_host
 from ..core.dialect import api_root, dialect_of_path
 from ..core.errors import APIConnectionError, ConfigurationError, RawloopError
 from ..core.redact import redact_text
@@ -375,14 +374,6 @@ def _describe(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
-
-
 # -- the command line -----------------------------------------------------------------------------
 
 
@@ -415,7 +406,7 @@ def run_proxy(
     except (RawloopError, ValueError, OSError) as exc:
         sys.stderr.write(f"rawloop record: error: {exc}\n")
         return 2
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         sys.stderr.write(
             f"rawloop record: warning: listening on {host}, not loopback: anyone who can reach "
             "it can send requests upstream and have them recorded\n"

@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from ..core import patch
+from ..core.addresses import is_loopback_url
 from ..core.dialect import Dialect, get_dialect
 from ..core.errors import (
     ConfigurationError,
@@ -246,7 +247,7 @@ class Loop:
             raise ConfigurationError(
                 f"base_url must be an absolute http(s) URL, not {self.base_url!r}"
             )
-        if not self._api_key and self.http_client is None and not _is_loopback(self.base_url):
+        if not self._api_key and self.http_client is None and not is_loopback_url(self.base_url):
             raise ConfigurationError(
                 f"no API key for {self.base_url}: set OPENAI_API_KEY or pass api_key= "
                 "(to replay a trace, use rawloop.replay or pass http_client=)"
@@ -479,8 +480,3 @@ _OPTIONS = tuple(inspect.signature(Loop.__init__).parameters)[1:-1]
 def _plain(data: Any) -> Any:
     """A deep copy through JSON: fast, and exactly what a trace would store."""
     return orjson.loads(orjson.dumps(data))
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")

@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from ..core.addresses import is_loopback_url
 from ..core.errors import ConfigurationError
 from ..loop.loop import Loop
 from ..loop.tool_files import load_module
@@ -246,11 +246,6 @@ def load_agents_dir(path: str | Path) -> dict[str, AgentTarget]:
     return found
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def missing_api_keys(agents: Agents, env: Mapping[str, str] | None = None) -> list[str]:
     """Why each served agent cannot reach its model, naming the variable to set.
 
@@ -264,7 +259,11 @@ def missing_api_keys(agents: Agents, env: Mapping[str, str] | None = None) -> li
     for name in names:
         target = agents.target(name if name != "*" else "default")
         if isinstance(target, Loop):
-            if target._api_key or target.http_client is not None or _is_loopback(target.base_url):
+            if (
+                target._api_key
+                or target.http_client is not None
+                or is_loopback_url(target.base_url)
+            ):
                 continue
             base = target.base_url
         else:
@@ -274,7 +273,7 @@ def missing_api_keys(agents: Agents, env: Mapping[str, str] | None = None) -> li
             if options.get("api_key") or options.get("http_client") is not None:
                 continue
             base = str(options.get("base_url") or env.get("OPENAI_BASE_URL") or "")
-            if env.get("OPENAI_API_KEY") or (base and _is_loopback(base)):
+            if env.get("OPENAI_API_KEY") or (base and is_loopback_url(base)):
                 continue
             base = base or "https://api.openai.com/v1"
         agent = "every agent" if name == "*" else f"agent {name!r}"

@@ -13,15 +13,14 @@ reach it could then run the agents, on your API key.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
-import ipaddress
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.addresses import is_loopback_host
 from ..core.errors import ConfigurationError
 from ..loop.tool_files import load_module
 from .agents import Agents, load_agents_dir, missing_api_keys
@@ -83,15 +82,6 @@ def load_agents(target: str) -> Agents:
     return value if isinstance(value, Agents) else Agents(value)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
-
-
 def check_before_serving(
     agents: Agents, host: str, authorize: object, *, check_keys: bool = True
 ) -> list[str]:
@@ -103,7 +93,7 @@ def check_before_serving(
                 "refusing to serve: " + "; ".join(problems) + " (set it, or point the agent "
                 "at a loopback base_url)"
             )
-    if not is_loopback(host) and authorize is None:
+    if not is_loopback_host(host) and authorize is None:
         return [
             f"listening on {host}, not loopback, without --authorize: anyone who can reach it "
             "can run the agents on your API key and read their sessions"
