@@ -19,7 +19,7 @@ from ..core.dialect import api_root, dialect_of_path
 from ..core.errors import SecretInTraceError, StreamError
 from ..core.jsondiff import first_difference
 from ..core.parse import parse_stream
-from ..core.redact import SECRET_PATTERN, redact_headers
+from ..core.redact import has_secret, redact_headers
 from ..loop.state import add_usage
 from ..replay.replayer import DEFAULT_VOLATILE
 from ..trace.format import FORMAT, FORMAT_VERSION, Record, Trace, encode_chunk
@@ -334,7 +334,7 @@ def _scan_secrets(records: list[dict[str, Any]], calls: list[_Call], source: str
     labels = {(c.iteration, c.attempt): c.interaction.label for c in calls}
     for record in records:
         line = orjson.dumps(record).decode(errors="replace")
-        if SECRET_PATTERN.search(line):
+        if has_secret(line):
             key = (int(record.get("iteration", 0)), int(record.get("attempt", 0)))
             where = (
                 "the header"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.accumulator import kind as json_kind
 from ..core.dialect import DIALECTS
 
 __all__ = ["record_problem"]
@@ -199,18 +200,11 @@ def _name(check: Check) -> str:
     return _NAMES.get(check, "one of the values the format allows")
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)  # fmt: skip
-
-
 def _check_fields(data: dict[str, Any], fields: dict[str, Check], where: str) -> str | None:
     """The first field of ``data`` whose type is wrong, described; None when all are right."""
     for name, check in fields.items():
         if name in data and not check(data[name]):
-            return f"{where}{name} is {_kind(data[name])}, not {_name(check)}"
+            return f"{where}{name} is {json_kind(data[name])}, not {_name(check)}"
     return None
 
 
@@ -220,16 +214,16 @@ def _check_turn(turn: dict[str, Any], where: str, depth: int = 0) -> str | None:
         return problem
     for i, call in enumerate(turn.get("calls", ())):
         if type(call) is not dict:
-            return f"{where}calls[{i}] is {_kind(call)}, not an object"
+            return f"{where}calls[{i}] is {json_kind(call)}, not an object"
         problem = _check_fields(call, _CALL, f"{where}calls[{i}].")
         if problem:
             return problem
     for i, item in enumerate(turn.get("output", ())):
         if type(item) is not dict:
-            return f"{where}output[{i}] is {_kind(item)}, not an object"
+            return f"{where}output[{i}] is {json_kind(item)}, not an object"
     for i, choice in enumerate(turn.get("choices", ())):
         if type(choice) is not dict or depth > 0:
-            return f"{where}choices[{i}] is {_kind(choice)}, not a turn object"
+            return f"{where}choices[{i}] is {json_kind(choice)}, not a turn object"
         problem = _check_turn(choice, f"{where}choices[{i}].", depth + 1)
         if problem:
             return problem
@@ -242,7 +236,7 @@ def record_problem(kind: str, data: dict[str, Any]) -> str | None:
     problem = None
     for name in ("iteration", "attempt"):  # on any record, of any kind: Record reads them
         if name in data and not _count(data[name]):
-            return f"{kind} record: {name} is {_kind(data[name])}, not {_name(_count)}"
+            return f"{kind} record: {name} is {json_kind(data[name])}, not {_name(_count)}"
     if fields is not None:
         for name, (check, required) in fields.items():
             if name not in data:
@@ -250,10 +244,10 @@ def record_problem(kind: str, data: dict[str, Any]) -> str | None:
                     problem = f"{kind} record has no {name!r}"
                     break
             elif not check(data[name]):
-                problem = f"{kind} record: {name} is {_kind(data[name])}, not {_name(check)}"
+                problem = f"{kind} record: {name} is {json_kind(data[name])}, not {_name(check)}"
                 break
     if problem is None and "withheld" in data and not _str_list(data["withheld"]):
-        problem = f"{kind} record: withheld is {_kind(data['withheld'])}, not an array of strings"
+        problem = f"{kind} record: withheld is {json_kind(data['withheld'])}, not an array of strings"
     if problem is None and kind == "decision":
         problem = _check_turn(data["turn"], "decision record: turn.")
     if problem is None and kind == "chunk":
