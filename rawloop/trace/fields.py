@@ -247,7 +247,9 @@ def record_problem(kind: str, data: dict[str, Any]) -> str | None:
                 problem = f"{kind} record: {name} is {json_kind(data[name])}, not {_name(check)}"
                 break
     if problem is None and "withheld" in data and not _str_list(data["withheld"]):
-        problem = f"{kind} record: withheld is {json_kind(data['withheld'])}, not an array of strings"
+        problem = (
+            f"{kind} record: withheld is {json_kind(data['withheld'])}, not an array of strings"
+        )
     if problem is None and kind == "decision":
         problem = _check_turn(data["turn"], "decision record: turn.")
     if problem is None and kind == "chunk":
