@@ -53,7 +53,11 @@ from __future__ import annotations
 from typing import Any
 
 from .accumulator import Accumulator
-from .errors import ConfigurationError, InvalidEventData
+
+# The request side lives in chat_request; its names stay importable from here.
+from .chat_request import build_request, normalize_input, tool_result_messages, tool_schema
+from .chat_request import type_name as _kind
+from .errors import InvalidEventData
 from .sse import ServerSentEvent
 from .turn import Delta, FunctionCall, Turn
 
@@ -114,10 +118,6 @@ class _Choice:
         self.by_index: dict[int, _Call] = {}
         self.finish_reason: str | None = None
         self.audio_id: str | None = None
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 class ChatAccumulator(Accumulator):
@@ -465,72 +465,3 @@ class ChatAccumulator(Accumulator):
     def _warn(self, warning: str) -> None:
         if warning not in self.turn.warnings:
             self.turn.warnings.append(warning)
-
-
-# -- the request side -------------------------------------------------------
-
-
-def build_request(
-    model: str,
-    input: list[dict[str, Any]],
-    *,
-    instructions: str | None,
-    tools: list[dict[str, Any]],
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    """The JSON body of a streaming ``POST /v1/chat/completions``.
-
-    ``instructions`` becomes a leading system message; ``tools`` (in the
-    ``tool_schema`` shape) is sent only when non-empty; ``params`` (e.g.
-    ``temperature``, ``n``, or a different ``stream_options``) is merged last
-    and so overrides the defaults.
-    """
-    messages: list[dict[str, Any]] = (
-        [{"role": "system", "content": instructions}] if instructions else []
-    )
-    messages.extend(input)
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if tools:
-        body["tools"] = tools
-    body.update(params)
-    return body
-
-
-def tool_result_messages(results: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """``role: tool`` messages answering tool calls, from ``(call_id, output_text)`` pairs."""
-    return [
-        {"role": "tool", "tool_call_id": call_id, "content": output} for call_id, output in results
-    ]
-
-
-def normalize_input(input: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The message list for a run's input.
-
-    A string is one user message; a list of message dicts is copied (the list,
-    not the dicts). Anything else raises ``ConfigurationError``.
-    """
-    if isinstance(input, str):
-        return [{"role": "user", "content": input}]
-    if isinstance(input, list):
-        for i, message in enumerate(input):
-            if not isinstance(message, dict):
-                raise ConfigurationError(
-                    f"input[{i}] is {_kind(message)}; chat input messages must be dicts"
-                )
-        return list(input)
-    raise ConfigurationError(
-        f"input is {_kind(input)}; expected a string or a list of message dicts"
-    )
-
-
-def tool_schema(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """A function tool in the Chat Completions ``tools`` shape."""
-    return {
-        "type": "function",
-        "function": {"name": name, "description": description, "parameters": parameters},
-    }

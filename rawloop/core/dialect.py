@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import chat, responses, responses_request
+from . import chat, chat_request, responses, responses_request
 from .accumulator import Accumulator
 from .errors import ConfigurationError
 
@@ -41,10 +41,10 @@ _DIALECTS = {
         "chat",
         "/chat/completions",
         chat.ChatAccumulator,
-        chat.normalize_input,
-        chat.build_request,
-        chat.tool_result_messages,
-        chat.tool_schema,
+        chat_request.normalize_input,
+        chat_request.build_request,
+        chat_request.tool_result_messages,
+        chat_request.tool_schema,
     ),
 }
 
