@@ -43,7 +43,8 @@ from collections import deque
 
 import orjson
 
-from rawloop.core.redact import ChunkRedactor, redact_json, redact_text
+from rawloop.core.redact import redact_json, redact_text
+from rawloop.core.redact_stream import ChunkRedactor
 from rawloop.core.words import plural
 from rawloop.loop.hooks import ChunkInfo, EndInfo, ErrorInfo, RequestInfo, ResponseInfo
 

@@ -31,7 +31,8 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from .._version import __version__
-from ..core.redact import redact_headers, redact_stream, redact_text
+from ..core.redact import redact_headers, redact_text
+from ..core.redact_stream import redact_stream
 from .format import Exchange, Trace
 from .runs import Iteration, Run, group_runs, timing
 

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from ..core.errors import ConfigurationError
-from ..core.redact import ChunkRedactor, redact_text
+from ..core.redact import redact_text
+from ..core.redact_stream import ChunkRedactor
 from .html_assets import CSS, SCRIPT
 from .runs import pretty
 

@@ -29,12 +29,12 @@ import orjson
 from .._version import __version__
 from ..core.patch import parse_pointer
 from ..core.redact import (
-    ChunkRedactor,
     may_hold_secret,
     placeholder,
     redact_headers,
     redact_json,
 )
+from ..core.redact_stream import ChunkRedactor
 from ..loop.hooks import (
     ChunkInfo,
     DecisionInfo,

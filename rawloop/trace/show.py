@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.redact import redact_json, redact_stream
+from ..core.redact import redact_json
+from ..core.redact_stream import redact_stream
 from .format import Exchange, Trace
 from .runs import (
     Iteration,

@@ -16,14 +16,13 @@ from rawloop.core.errors import APIStatusError, StreamErrorEvent
 from rawloop.core.redact import (
     SECRET_PATTERN,
     SENSITIVE_HEADERS,
-    ChunkRedactor,
     placeholder,
     redact_bytes,
     redact_headers,
     redact_json,
-    redact_stream,
     redact_text,
 )
+from rawloop.core.redact_stream import ChunkRedactor, redact_stream
 
 PLACEHOLDER = re.compile(r"\[REDACTED:[0-9a-f]{8}\]")
 KEY = "sk-proj-" + "Ab3_dE-9" * 5
