@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from .accumulator import Accumulator, FieldTypeError, event_of, int_field, kind, str_field
+from .responses_fields import checked_response, delta_text, output_item, part_key
 from .sse import ServerSentEvent
 from .turn import Delta, FunctionCall
 
@@ -228,13 +229,13 @@ class ResponsesAccumulator(Accumulator):
         item_id = p.get("item_id") or ""
         content_index = p.get("content_index") or 0
         if type(item_id) is not str or type(content_index) is not int:
-            item_id, content_index = _part_key(p, "content_index")
+            item_id, content_index = part_key(p, "content_index")
         key = self._last_part_key
         if item_id == key[0] and content_index == key[1]:
             parts = self._last_part  # thousands of deltas in a row go to one part
         else:
             parts = self._part(item_id, content_index)
-        delta = _delta(p)
+        delta = delta_text(p)
         parts.append(delta)
         if not self.want_deltas:
             return _NO_DELTAS
@@ -242,7 +243,7 @@ class ResponsesAccumulator(Accumulator):
 
     def _on_args_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
         call = self._call_for(p)
-        delta = _delta(p)
+        delta = delta_text(p)
         call.fragments.append(delta)
         if not self.want_deltas:
             return _NO_DELTAS
@@ -267,7 +268,7 @@ class ResponsesAccumulator(Accumulator):
 
     def _on_text_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
         text = p.get("text")
-        key = _part_key(p, "content_index")
+        key = part_key(p, "content_index")
         parts = self._text.get(key)
         if isinstance(text, str) and (parts is None or "".join(parts) != text):
             if parts is not None:
@@ -281,7 +282,7 @@ class ResponsesAccumulator(Accumulator):
         return [Delta("lifecycle", type=etype, item_id=key[0], index=index)]
 
     def _on_item_added(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        item = _item(p["item"], "item.")
+        item = output_item(p["item"], "item.")
         index = int_field(p, "output_index", len(self._items))
         self._items[index] = item
         item_id = item.get("id")
@@ -294,7 +295,7 @@ class ResponsesAccumulator(Accumulator):
         return [Delta("lifecycle", type=etype, item_id=item_id, index=index)]
 
     def _on_item_done(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        item = _item(p["item"], "item.")
+        item = output_item(p["item"], "item.")
         item_id = item.get("id")
         index = int_field(p, "output_index", -1)
         if index < 0:
@@ -315,16 +316,16 @@ class ResponsesAccumulator(Accumulator):
         return deltas
 
     def _on_reasoning_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        key = _part_key(p, "summary_index" if "summary_index" in p else "content_index")
+        key = part_key(p, "summary_index" if "summary_index" in p else "content_index")
         parts = self._reasoning.get(key)
         if parts is None:
             parts = self._reasoning[key] = []
-        delta = _delta(p)
+        delta = delta_text(p)
         parts.append(delta)
         return [Delta("reasoning", delta, etype, key[0], int_field(p, "output_index"))]
 
     def _on_refusal_delta(self, p: dict[str, Any], etype: str) -> list[Delta]:
-        delta = _delta(p)
+        delta = delta_text(p)
         self._refusal.append(delta)
         index = int_field(p, "output_index")
         return [Delta("refusal", delta, etype, str_field(p, "item_id"), index)]
@@ -364,7 +365,7 @@ class ResponsesAccumulator(Accumulator):
     # -- helpers --------------------------------------------------------------
 
     def _take_response(self, response: Any, status: str | None) -> None:
-        response = _check_response(response)
+        response = checked_response(response)
         turn = self.turn
         turn.response_id = response.get("id") or turn.response_id
         turn.model = response.get("model") or turn.model
@@ -467,47 +468,6 @@ class ResponsesAccumulator(Accumulator):
                     )
                 )
         return calls
-
-
-def _delta(p: dict[str, Any]) -> str:
-    delta = p.get("delta")
-    if type(delta) is not str:
-        what = "missing" if delta is None else kind(delta)
-        raise FieldTypeError(f"delta is {what}, not a string")
-    return delta
-
-
-def _part_key(p: dict[str, Any], index_key: str) -> tuple[str, int]:
-    """(item_id, part index) of a fragment event, checked: it keys a dict."""
-    return str_field(p, "item_id") or "", int_field(p, index_key)
-
-
-def _item(item: Any, where: str) -> dict[str, Any]:
-    """An output item, its identifying fields checked (they key dicts and become calls)."""
-    if type(item) is not dict:
-        raise FieldTypeError(f"{where.rstrip('.')} is {kind(item)}, not an object")
-    for key in ("id", "call_id", "name", "type"):
-        str_field(item, key, where)
-    return item
-
-
-def _check_response(response: Any) -> dict[str, Any]:
-    """A response object's fields that reach the Turn, checked."""
-    if type(response) is not dict:
-        raise FieldTypeError(f"response is {kind(response)}, not an object")
-    for key in ("id", "model", "status"):
-        str_field(response, key, "response.")
-    for key in ("usage", "error"):
-        value = response.get(key)
-        if value is not None and type(value) is not dict:
-            raise FieldTypeError(f"response.{key} is {kind(value)}, not an object")
-    output = response.get("output")
-    if output is not None:
-        if type(output) is not list:
-            raise FieldTypeError(f"response.output is {kind(output)}, not an array")
-        for i, item in enumerate(output):
-            _item(item, f"response.output[{i}].")
-    return response
 
 
 # One table for every accumulator: plain functions, so an accumulator holds no
